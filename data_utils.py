@@ -1,0 +1,234 @@
+"""Audio loading, ASVspoof 2019 LA protocols and the datasets/loaders built on them.
+
+A file that cannot be used (missing, empty, corrupt, non-finite) never stops a run: the dataset
+hands back a failure record, the collate function separates it from the batch, and the caller
+reports it (``SkipReport``).
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+SAMPLE_RATE = 16000
+NB_SAMP = 64600  # ~4 s, the AASIST reference window
+SPLIT_NAMES = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
+
+
+class AudioError(Exception):
+    """An audio file that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read ``path`` as float32 mono at ``sample_rate``: channels are averaged and other rates
+    resampled (soxr, high quality), so no file is ever silently misread."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "file not found")
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises several types for corrupt input
+        detail = str(err).splitlines()[0].replace(f"Error opening {str(path)!r}: ", "")
+        raise AudioError(path, f"unreadable audio ({detail})") from None
+    if audio.shape[0] == 0:
+        raise AudioError(path, "empty audio (0 samples)")
+    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if not np.isfinite(audio).all():
+        raise AudioError(path, "audio contains NaN or infinite samples")
+    if rate != sample_rate:
+        audio = soxr.resample(audio, rate, sample_rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(audio)
+
+
+def tile_to_length(x: np.ndarray, length: int) -> np.ndarray:
+    """First ``length`` samples, repeating a shorter clip end to end (reference ``pad``)."""
+    if len(x) >= length:
+        return x[:length]
+    return np.tile(x, length // len(x) + 1)[:length]
+
+
+def random_crop(x: np.ndarray, length: int) -> np.ndarray:
+    """A random ``length``-sample window, or the tiled clip when it is not longer than that."""
+    if len(x) <= length:
+        return tile_to_length(x, length)
+    start = np.random.randint(0, len(x) - length + 1)
+    return x[start:start + length]
+
+
+def sliding_windows(x: np.ndarray, length: int, hop: int) -> np.ndarray:
+    """Overlapping windows covering the whole clip, shape (n_windows, length).
+
+    A clip no longer than one window gives one tiled window; the last window is aligned to the
+    end of the clip so that no sample is left out.
+    """
+    if len(x) <= length:
+        return tile_to_length(x, length)[None]
+    starts = list(range(0, len(x) - length + 1, hop))
+    if starts[-1] != len(x) - length:
+        starts.append(len(x) - length)
+    return np.stack([x[s:s + length] for s in starts])
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One utterance of a protocol. ``label`` is 1 for bona fide, 0 for spoof."""
+
+    utt_id: str
+    path: Path
+    label: int
+    attack: str = "-"
+    speaker: str = "-"
+    emotion: str = "-"
+
+
+def la_protocol_path(database_path: str | Path, split: str) -> Path:
+    return (Path(database_path) / "ASVspoof2019_LA_cm_protocols"
+            / f"ASVspoof2019.LA.cm.{SPLIT_NAMES[split]}.txt")
+
+
+def la_audio_dir(database_path: str | Path, split: str) -> Path:
+    return Path(database_path) / f"ASVspoof2019_LA_{split}" / "flac"
+
+
+def read_la_protocol(protocol: str | Path, audio_dir: str | Path) -> list[Trial]:
+    """Parse a CM protocol (``SPEAKER UTT - ATTACK KEY``) into trials with their flac paths."""
+    trials = []
+    for number, line in enumerate(Path(protocol).read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5 or fields[4] not in ("bonafide", "spoof"):
+            raise ValueError(f"{protocol}:{number}: expected 'SPEAKER UTT - ATTACK bonafide|spoof', got {line!r}")
+        speaker, utt_id, _, attack, key = fields
+        trials.append(Trial(utt_id, Path(audio_dir) / f"{utt_id}.flac", int(key == "bonafide"), attack, speaker))
+    if not trials:
+        raise ValueError(f"{protocol}: protocol has no trials")
+    return trials
+
+
+def la_trials(database_path: str | Path, split: str) -> list[Trial]:
+    return read_la_protocol(la_protocol_path(database_path, split), la_audio_dir(database_path, split))
+
+
+@dataclass
+class Batch:
+    """Windows of the utterances that loaded; ``counts[i]`` windows belong to ``utt_ids[i]``."""
+
+    x: torch.Tensor
+    labels: torch.Tensor
+    utt_ids: list[str]
+    counts: list[int]
+    failures: list[tuple[str, str]]
+
+
+class TrialDataset(Dataset):
+    """Audio of ``trials`` cut for the model.
+
+    mode ``"train"``: one random ``nb_samp`` crop; ``"first"``: the first ``nb_samp`` samples
+    (reference evaluation); ``"full"``: overlapping windows over the whole utterance.
+    """
+
+    def __init__(self, trials: list[Trial], nb_samp: int = NB_SAMP, mode: str = "first",
+                 hop: int | None = None) -> None:
+        if mode not in ("train", "first", "full"):
+            raise ValueError(f"unknown dataset mode {mode!r}")
+        self.trials = trials
+        self.nb_samp = nb_samp
+        self.mode = mode
+        self.hop = hop or nb_samp // 2
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __getitem__(self, index: int):
+        trial = self.trials[index]
+        try:
+            audio = load_audio(trial.path)
+        except AudioError as err:
+            return None, trial, err.reason
+        if self.mode == "train":
+            windows = random_crop(audio, self.nb_samp)[None]
+        elif self.mode == "first":
+            windows = tile_to_length(audio, self.nb_samp)[None]
+        else:
+            windows = sliding_windows(audio, self.nb_samp, self.hop)
+        return torch.from_numpy(np.ascontiguousarray(windows)), trial, None
+
+
+def collate_trials(items: Iterable) -> Batch:
+    loaded = [(w, t) for w, t, _ in items if w is not None]
+    failures = [(str(t.path), err) for w, t, err in items if w is None]
+    if loaded:
+        x = torch.cat([w for w, _ in loaded])
+    else:
+        x = torch.empty(0, 0)
+    return Batch(
+        x=x,
+        labels=torch.tensor([t.label for _, t in loaded], dtype=torch.long),
+        utt_ids=[t.utt_id for _, t in loaded],
+        counts=[len(w) for w, _ in loaded],
+        failures=failures,
+    )
+
+
+def default_num_workers() -> int:
+    """Half the cores, at most 8: decoding keeps up with the model without starving it of threads."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset: TrialDataset, batch_size: int, shuffle: bool, num_workers: int,
+                generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        collate_fn=collate_trials,
+        worker_init_fn=_seed_worker,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+
+
+class SkipReport:
+    """Files that could not be used: each is warned about once and counted."""
+
+    def __init__(self, warn: Callable[[str], None] = print) -> None:
+        self.reasons: dict[str, str] = {}
+        self.warn = warn
+
+    def add(self, failures: list[tuple[str, str]]) -> None:
+        for path, reason in failures:
+            if path not in self.reasons:
+                self.reasons[path] = reason
+                self.warn(f"warning: skipped {path}: {reason}")
+
+    def __len__(self) -> int:
+        return len(self.reasons)
+
+    def write(self, path: Path) -> None:
+        with open(path, "w") as handle:
+            handle.write("path\treason\n")
+            for file, reason in sorted(self.reasons.items()):
+                handle.write(f"{file}\t{reason}\n")

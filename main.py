@@ -1,0 +1,410 @@
+"""Train or evaluate a countermeasure on ASVspoof 2019 LA, driven by a JSON config.
+
+    python main.py --config config/AASIST.conf            # train
+    python main.py --config config/AASIST.conf --eval     # evaluate model_path on LA eval
+    python main.py --resume exp_result/LA_AASIST_ep100_bs24   # continue an interrupted run
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, update_bn
+from tqdm import tqdm
+
+import evaluation
+from data_utils import (
+    NB_SAMP,
+    SkipReport,
+    Trial,
+    TrialDataset,
+    default_num_workers,
+    la_audio_dir,
+    la_protocol_path,
+    la_trials,
+    make_loader,
+)
+from utils import (
+    ConfigError,
+    build_model,
+    count_parameters,
+    create_optimizer,
+    load_config,
+    restore_rng_state,
+    rng_state,
+    seed_everything,
+    select_device,
+    str_to_bool,
+)
+
+DEV_ASV_SCORES = "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.dev.gi.trl.scores.txt"
+CHECKPOINT = "checkpoint.pth"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="JSON config (optional with --resume)")
+    parser.add_argument("--output_dir", default="./exp_result", help="parent folder of run folders")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--eval", action="store_true", help="evaluate the weights at model_path on LA eval")
+    parser.add_argument("--eval_model_weights", help="weights to evaluate instead of model_path")
+    parser.add_argument("--comment", help="suffix of the run folder name")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    args = parser.parse_args(argv)
+    if not args.config and not args.resume:
+        parser.error("--config is required (or --resume RUN_DIR)")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+
+
+def resolve_asv_path(config: dict, key: str, default: str | None) -> Path | None:
+    """ASV score file for t-DCF. A path named in the config must exist; an unnamed default may be
+    absent (t-DCF is then skipped with a message); ``null`` turns t-DCF off."""
+    if key in config and config[key] is None:
+        return None
+    name = config.get(key, default)
+    if name is None:
+        return None
+    path = Path(config["database_path"]) / name
+    if path.is_file():
+        return path
+    if key in config:
+        raise ConfigError(f"config key '{key}': file not found: {path}")
+    return None
+
+
+def check_paths(config: dict, splits: list[str]) -> None:
+    database = Path(config["database_path"])
+    if not database.is_dir():
+        raise ConfigError(f"config key 'database_path': folder not found: {database}")
+    for split in splits:
+        for path in (la_protocol_path(database, split), la_audio_dir(database, split)):
+            if not path.exists():
+                raise ConfigError(f"{split} data not found: {path} (database_path should be the LA/ folder)")
+
+
+def run_name(config_path: str, config: dict, comment: str | None) -> str:
+    name = f"{config.get('track', 'LA')}_{Path(config_path).stem}_ep{config['num_epochs']}_bs{config['batch_size']}"
+    return f"{name}_{comment}" if comment else name
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+def window_forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Bona fide logits (index 1, the reference's score) of a stack of windows."""
+    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        return model(x.to(device, non_blocking=True))[1][:, 1].float().cpu()
+
+
+@torch.inference_mode()
+def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: torch.device,
+                 skips: SkipReport, desc: str) -> dict[str, float]:
+    """Score each trial; a window-averaged score per utterance in ``"full"`` eval mode."""
+    nb_samp = config["model_config"].get("nb_samp", NB_SAMP)
+    dataset = TrialDataset(trials, nb_samp, config.get("eval_mode", "first"), config.get("eval_hop"))
+    loader = make_loader(dataset, config["batch_size"], shuffle=False,
+                         num_workers=config.get("num_workers", default_num_workers()))
+    model.eval()
+    scores: dict[str, float] = {}
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+        skips.add(batch.failures)
+        if not batch.utt_ids:
+            continue
+        window_scores = window_forward(model, batch.x, device)
+        for utt_id, chunk in zip(batch.utt_ids, torch.split(window_scores, batch.counts)):
+            scores[utt_id] = chunk.mean().item()
+    return scores
+
+
+def write_score_file(path: Path, trials: list[Trial], scores: dict[str, float]) -> None:
+    """``UTT ATTACK KEY SCORE`` per scored trial, in protocol order."""
+    with open(path, "w") as handle:
+        for trial in trials:
+            if trial.utt_id in scores:
+                key = "bonafide" if trial.label == 1 else "spoof"
+                handle.write(f"{trial.utt_id} {trial.attack} {key} {scores[trial.utt_id]:.6f}\n")
+
+
+def load_asv(config: dict, key: str, default: str | None) -> evaluation.AsvScores | None:
+    path = resolve_asv_path(config, key, default)
+    return evaluation.read_asv_scores(path) if path else None
+
+
+def metrics_for(trials: list[Trial], scores: dict[str, float], asv: evaluation.AsvScores | None) -> dict:
+    scored = [t for t in trials if t.utt_id in scores]
+    return evaluation.evaluate_arrays(
+        np.array([scores[t.utt_id] for t in scored]),
+        ["bonafide" if t.label == 1 else "spoof" for t in scored],
+        [t.attack for t in scored],
+        asv,
+    )
+
+
+def print_metrics(title: str, metrics: dict) -> None:
+    tdcf = "n/a (no ASV scores)" if metrics["min_tdcf"] is None else f"{metrics['min_tdcf']:.5f}"
+    tqdm.write(f"{title}: EER {metrics['eer']:.3f} %   min t-DCF {tdcf}")
+    if metrics["per_attack"]:
+        tqdm.write("  attack   EER (%)")
+        for attack, eer in metrics["per_attack"].items():
+            tqdm.write(f"  {attack:<8} {eer:7.3f}")
+
+
+def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
+                      extra: dict | None = None) -> dict:
+    """Score LA eval, write the score file and ``eval_report.json``, print the tables."""
+    skips = SkipReport(tqdm.write)
+    trials = la_trials(config["database_path"], "eval")
+    scores = score_trials(model, trials, config, device, skips, "eval")
+    score_path = run_dir / config.get("eval_output", "eval_scores.txt")
+    write_score_file(score_path, trials, scores)
+    metrics = metrics_for(trials, scores, load_asv(config, "asv_score_path", None))
+    print_metrics("LA eval", metrics)
+    report = {"score_file": str(score_path), "la_eval": metrics, "n_scored": len(scores),
+              "n_skipped": len(skips), **(extra or {})}
+    if skips:
+        skips.write(run_dir / "skipped_files.tsv")
+        tqdm.write(f"{len(skips)} file(s) skipped, listed in {run_dir / 'skipped_files.tsv'}")
+    (run_dir / "eval_report.json").write_text(json.dumps(report, indent=2))
+    tqdm.write(f"scores: {score_path}\nreport: {run_dir / 'eval_report.json'}")
+    return report
+
+
+def load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
+    if not path.is_file():
+        raise ConfigError(f"model weights not found: {path}")
+    state = torch.load(path, map_location=device, weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"{path}: weights do not fit the model (missing keys: {missing[:5]}, "
+                          f"unexpected keys: {unexpected[:5]})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def train_epoch(model: nn.Module, loader, optimizer, scheduler, criterion, device: torch.device,
+                scaler: torch.amp.GradScaler, freq_aug: bool, skips: SkipReport, epoch: int) -> float:
+    model.train()
+    total, count = 0.0, 0
+    progress = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False)
+    for batch in progress:
+        skips.add(batch.failures)
+        if not batch.utt_ids:
+            continue
+        x, y = batch.x.to(device, non_blocking=True), batch.labels.to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            _, logits = model(x, Freq_aug=freq_aug)
+            loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += loss.item() * len(y)
+        count += len(y)
+        progress.set_postfix(loss=f"{total / count:.4f}")
+    if count == 0:
+        raise RuntimeError("no training batch could be loaded (every file was skipped)")
+    return total / count
+
+
+def _numpy_state_to_lists(state: dict) -> dict:
+    """numpy's RNG state holds an ndarray, which ``weights_only`` loading refuses; store a list."""
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    return {**state, "numpy": (name, keys.tolist(), pos, has_gauss, cached)}
+
+
+def _numpy_state_from_lists(state: dict) -> dict:
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    return {**state, "numpy": (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)}
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, seed: int,
+          resume: dict | None) -> None:
+    weights_dir = run_dir / "weights"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    num_workers = config.get("num_workers", default_num_workers())
+    nb_samp = config["model_config"].get("nb_samp", NB_SAMP)
+    train_trials = la_trials(config["database_path"], "train")
+    dev_trials = la_trials(config["database_path"], "dev")
+    dev_asv = load_asv(config, "dev_asv_score_path", DEV_ASV_SCORES)
+    if dev_asv is None:
+        tqdm.write("note: no dev ASV scores found; dev min t-DCF is not computed")
+
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    train_set = TrialDataset(train_trials, nb_samp, "train")
+    train_loader = make_loader(train_set, config["batch_size"], shuffle=True, num_workers=num_workers,
+                               generator=generator, drop_last=len(train_set) > config["batch_size"])
+    epochs = config["num_epochs"]
+    optimizer, scheduler = create_optimizer(model.parameters(), config["optim_config"], epochs * len(train_loader))
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9], device=device))
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    use_swa = str_to_bool(config.get("swa", True), "swa")
+    swa_model = AveragedModel(model)
+    freq_aug = str_to_bool(config.get("freq_aug", False), "freq_aug")
+    eval_all_best = str_to_bool(config.get("eval_all_best", False), "eval_all_best")
+    skips = SkipReport(tqdm.write)
+
+    start_epoch, best_eer, best_tdcf, rows = 0, float("inf"), float("inf"), []
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        swa_model.load_state_dict(resume["swa_model"])
+        restore_rng_state(_numpy_state_from_lists(resume["rng"]), generator)
+        start_epoch, best_eer, best_tdcf, rows = resume["epoch"], resume["best_eer"], resume["best_tdcf"], resume["rows"]
+        tqdm.write(f"resuming {run_dir} after epoch {start_epoch}")
+
+    for epoch in tqdm(range(start_epoch + 1, epochs + 1), desc="epochs", unit="epoch",
+                      initial=start_epoch, total=epochs):
+        started = time.time()
+        loss = train_epoch(model, train_loader, optimizer, scheduler, criterion, device, scaler,
+                           freq_aug, skips, epoch)
+        dev_scores = score_trials(model, dev_trials, config, device, skips, f"epoch {epoch} dev")
+        dev = metrics_for(dev_trials, dev_scores, dev_asv)
+        dev_tdcf = dev["min_tdcf"] if dev["min_tdcf"] is not None else float("nan")
+        improved = dev["eer"] <= best_eer
+        row = {"epoch": epoch, "train_loss": loss, "dev_eer": dev["eer"], "dev_min_tdcf": dev_tdcf,
+               "lr": optimizer.param_groups[0]["lr"], "best": int(improved), "n_skipped": len(skips),
+               "seconds": round(time.time() - started, 1)}
+        if improved:
+            best_eer = dev["eer"]
+            torch.save(model.state_dict(), weights_dir / "best.pth")
+            if use_swa:
+                swa_model.update_parameters(model)
+            if eval_all_best:  # reported for information only; never used to select a model
+                eval_report = evaluate_eval_set(model, config, device, run_dir)
+                row["eval_eer"] = eval_report["la_eval"]["eer"]
+        best_tdcf = min(best_tdcf, dev_tdcf) if dev["min_tdcf"] is not None else best_tdcf
+        rows.append(row)
+        tqdm.write(f"epoch {epoch}: train loss {loss:.5f}  dev EER {dev['eer']:.3f} %  "
+                   f"dev min t-DCF {dev_tdcf:.5f}{'  (best)' if improved else ''}")
+        save_atomic({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "swa_model": swa_model.state_dict(), "rng": _numpy_state_to_lists(rng_state(generator)),
+            "epoch": epoch, "seed": seed, "best_eer": best_eer, "best_tdcf": best_tdcf, "rows": rows,
+        }, run_dir / CHECKPOINT)
+        write_metrics_csv(run_dir / "metrics.csv", [_complete(r, rows) for r in rows])
+
+    finalise(config, model, swa_model, train_loader, dev_trials, dev_asv, best_eer, run_dir, device, skips)
+
+
+def _complete(row: dict, rows: list[dict]) -> dict:
+    """Give every CSV row the same columns (eval_eer only exists on some epochs)."""
+    columns = {key: "" for r in rows for key in r}
+    return {**columns, **row}
+
+
+def finalise(config: dict, model: nn.Module, swa_model: AveragedModel, train_loader, dev_trials,
+             dev_asv, best_eer: float, run_dir: Path, device: torch.device, skips: SkipReport) -> None:
+    """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it on LA eval."""
+    weights_dir = run_dir / "weights"
+    model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
+    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth"}
+    if swa_model.n_averaged.item() > 0:
+        update_bn((b.x.to(device) for b in train_loader if b.utt_ids), swa_model, device)
+        swa_scores = score_trials(swa_model.module, dev_trials, config, device, skips, "swa dev")
+        swa_eer = metrics_for(dev_trials, swa_scores, dev_asv)["eer"]
+        torch.save(swa_model.module.state_dict(), weights_dir / "swa.pth")
+        summary.update(swa_dev_eer=swa_eer, swa_n_averaged=swa_model.n_averaged.item())
+        tqdm.write(f"SWA over {swa_model.n_averaged.item()} checkpoint(s): dev EER {swa_eer:.3f} %")
+        if swa_eer <= best_eer:
+            model.load_state_dict(swa_model.module.state_dict())
+            summary["final"] = "swa.pth"
+    shutil.copyfile(weights_dir / summary["final"], weights_dir / "final.pth")
+    tqdm.write(f"final model (chosen on dev): {summary['final']} -> {weights_dir / 'final.pth'}")
+    if skips:
+        skips.write(run_dir / "skipped_files.tsv")
+    if (Path(config["database_path"]) / "ASVspoof2019_LA_eval").exists():
+        evaluate_eval_set(model, config, device, run_dir, {"training": summary})
+    else:
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.resume:
+        run_dir = Path(args.resume)
+        checkpoint_path = run_dir / CHECKPOINT
+        if not checkpoint_path.is_file():
+            raise ConfigError(f"--resume: no checkpoint in {run_dir} ({checkpoint_path} not found)")
+        config = load_config(run_dir / "config.conf")
+        resume = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        seed = resume.get("seed", args.seed)
+    else:
+        config = load_config(args.config)
+        resume = None
+        seed = args.seed
+    check_paths(config, ["eval"] if args.eval else ["train", "dev"])
+    device = select_device(args.device)
+    seed_everything(seed, str_to_bool(config.get("cudnn_deterministic_toggle", True)),
+                    str_to_bool(config.get("cudnn_benchmark_toggle", False)))
+    # channels_last makes the 2-D convolutions of the encoder 2-4x faster on CPU (measured).
+    model = build_model(config["model_config"]).to(device, memory_format=torch.channels_last)
+    tqdm.write(f"{config['model_config']['architecture']}: {count_parameters(model):,} parameters on {device}")
+
+    if args.eval:
+        run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolve_asv_path(config, "asv_score_path", None)
+        load_weights(model, Path(args.eval_model_weights or config["model_path"]), device)
+        evaluate_eval_set(model, config, device, run_dir)
+        return
+
+    if not resume:
+        run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
+        if (run_dir / CHECKPOINT).exists():
+            raise ConfigError(f"{run_dir} already holds a run: continue it with --resume {run_dir} "
+                              "or choose another --comment/--output_dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.conf").write_text(json.dumps(config, indent=4))
+    resolve_asv_path(config, "asv_score_path", None)
+    train(config, model, run_dir, device, seed, resume)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

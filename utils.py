@@ -1,0 +1,175 @@
+"""Configuration, seeding, optimiser/scheduler and model construction shared by the entry points."""
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+import math
+import random
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message is one line naming the key or path."""
+
+
+# Top-level keys: those of the AASIST reference configs plus emospoof's own (README "Config keys").
+TOP_LEVEL_KEYS = {
+    "database_path", "asv_score_path", "dev_asv_score_path", "model_path", "batch_size",
+    "num_epochs", "loss", "track", "eval_all_best", "eval_output", "cudnn_deterministic_toggle",
+    "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
+    "eval_mode", "eval_hop", "swa",
+}
+OPTIM_KEYS = {"optimizer", "amsgrad", "base_lr", "lr_min", "betas", "weight_decay", "scheduler",
+              "momentum", "nesterov"}
+REQUIRED_KEYS = ("database_path", "batch_size", "num_epochs", "model_config", "optim_config")
+
+
+def str_to_bool(value: bool | str, key: str = "value") -> bool:
+    """Accept JSON booleans and the reference configs' "True"/"False" strings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+
+
+def _check_keys(section: dict, allowed: set[str], where: str) -> None:
+    for key in section:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{where}{key}'{hint}")
+
+
+def import_architecture(name: str) -> ModuleType:
+    """The module ``models/<name>.py``; its ``Model`` class builds the network."""
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"model_config.architecture: invalid name {name!r}")
+    try:
+        return importlib.import_module(f"models.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"models.{name}":
+            raise
+        known = sorted(p.stem for p in (Path(__file__).parent / "models").glob("*.py")
+                       if p.stem not in ("__init__", "blocks") and not p.stem.startswith("_"))
+        raise ConfigError(f"model_config.architecture: unknown architecture '{name}' "
+                          f"(known: {', '.join(known)})") from None
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a JSON config; every problem is a one-line ``ConfigError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: invalid JSON ({err})") from None
+    validate_config(config)
+    return config
+
+
+def validate_config(config: dict) -> None:
+    _check_keys(config, TOP_LEVEL_KEYS, "")
+    for key in REQUIRED_KEYS:
+        if key not in config:
+            raise ConfigError(f"config is missing the required key '{key}'")
+    _check_keys(config["optim_config"], OPTIM_KEYS, "optim_config.")
+    model_config = config["model_config"]
+    if "architecture" not in model_config:
+        raise ConfigError("config is missing the required key 'model_config.architecture'")
+    module = import_architecture(model_config["architecture"])
+    _check_keys(model_config, module.CONFIG_KEYS, "model_config.")
+    if config.get("eval_mode", "first") not in ("first", "full"):
+        raise ConfigError(f"config key 'eval_mode': expected 'first' or 'full', got {config['eval_mode']!r}")
+    for key in ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa"):
+        if key in config:
+            str_to_bool(config[key], key)
+
+
+def build_model(model_config: dict) -> nn.Module:
+    """Instantiate ``models/<architecture>.Model``; a missing model_config key is a ConfigError."""
+    module = import_architecture(model_config["architecture"])
+    try:
+        return module.Model(model_config)
+    except KeyError as err:
+        raise ConfigError(f"config is missing the required key 'model_config.{err.args[0]}'") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def seed_everything(seed: int, deterministic: bool = True, benchmark: bool = False) -> None:
+    """Seed python, numpy and torch (all devices) and set the cuDNN switches from the config."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = benchmark
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loader": generator.get_state(),
+    }
+
+
+def restore_rng_state(state: dict, generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator.set_state(state["loader"])
+
+
+def create_optimizer(parameters, optim_config: dict, total_steps: int):
+    """Adam (or SGD) with a per-step cosine decay from ``base_lr`` to ``lr_min``, as in AASIST."""
+    base_lr = optim_config["base_lr"]
+    name = optim_config.get("optimizer", "adam").lower()
+    if name == "adam":
+        optimizer = torch.optim.Adam(
+            parameters, lr=base_lr, betas=tuple(optim_config.get("betas", (0.9, 0.999))),
+            weight_decay=optim_config.get("weight_decay", 0.0),
+            amsgrad=str_to_bool(optim_config.get("amsgrad", False), "optim_config.amsgrad"))
+    elif name == "sgd":
+        optimizer = torch.optim.SGD(
+            parameters, lr=base_lr, momentum=optim_config.get("momentum", 0.9),
+            weight_decay=optim_config.get("weight_decay", 0.0),
+            nesterov=str_to_bool(optim_config.get("nesterov", False), "optim_config.nesterov"))
+    else:
+        raise ConfigError(f"optim_config.optimizer: unknown optimizer {name!r} (adam, sgd)")
+
+    scheduler_name = optim_config.get("scheduler", "cosine")
+    if scheduler_name == "cosine":
+        floor = optim_config.get("lr_min", 0.0) / base_lr
+
+        def cosine(step: int) -> float:
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    elif scheduler_name in ("none", "constant"):
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    else:
+        raise ConfigError(f"optim_config.scheduler: unknown scheduler {scheduler_name!r} (cosine, none)")
+    return optimizer, scheduler
+
+
+def select_device(requested: str | None = None) -> torch.device:
+    """CUDA when available (or asked for), else CPU; asking for missing CUDA is an error."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but no CUDA device is available")
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

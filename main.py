@@ -37,6 +37,7 @@ from utils import (
     ConfigError,
     build_model,
     count_parameters,
+    load_weights,
     create_optimizer,
     load_config,
     restore_rng_state,
@@ -182,16 +183,6 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
     (run_dir / "eval_report.json").write_text(json.dumps(report, indent=2))
     tqdm.write(f"scores: {score_path}\nreport: {run_dir / 'eval_report.json'}")
     return report
-
-
-def load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
-    if not path.is_file():
-        raise ConfigError(f"model weights not found: {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"{path}: weights do not fit the model (missing keys: {missing[:5]}, "
-                          f"unexpected keys: {unexpected[:5]})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -173,3 +173,24 @@ def select_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
+    """Load a state dict safely (``weights_only``) and strictly; any mismatch is one ConfigError
+    naming the missing and unexpected keys or the first shape conflict."""
+    if not path.is_file():
+        raise ConfigError(f"model weights not found: {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # corrupt file or pickled objects that weights_only refuses
+        raise ConfigError(f"{path}: not a loadable state dict ({str(err).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: expected a state dict, found {type(state).__name__}")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        conflict = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
+        raise ConfigError(f"{path}: weights do not fit the model ({conflict})") from None
+    if missing or unexpected:
+        raise ConfigError(f"{path}: weights do not fit the model (missing keys: {missing[:5]}, "
+                          f"unexpected keys: {unexpected[:5]})")

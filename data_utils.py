@@ -76,10 +76,17 @@ def sliding_windows(x: np.ndarray, length: int, hop: int) -> np.ndarray:
     """
     if len(x) <= length:
         return tile_to_length(x, length)[None]
-    starts = list(range(0, len(x) - length + 1, hop))
-    if starts[-1] != len(x) - length:
-        starts.append(len(x) - length)
-    return np.stack([x[s:s + length] for s in starts])
+    return np.stack([x[s:s + length] for s in window_starts(len(x), length, hop)])
+
+
+def window_starts(n_samples: int, length: int, hop: int) -> list[int]:
+    """First sample of each window ``sliding_windows`` cuts from a clip of ``n_samples``."""
+    if n_samples <= length:
+        return [0]
+    starts = list(range(0, n_samples - length + 1, hop))
+    if starts[-1] != n_samples - length:
+        starts.append(n_samples - length)
+    return starts
 
 
 @dataclass(frozen=True)
@@ -232,3 +239,86 @@ class SkipReport:
             handle.write("path\treason\n")
             for file, reason in sorted(self.reasons.items()):
                 handle.write(f"{file}\t{reason}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Emotional evaluation sets
+
+EMOTIONS = ("angry", "happy", "neutral", "sad", "surprised")
+AUDIO_SUFFIXES = (".flac", ".wav")
+
+
+@dataclass
+class EmotionalSet:
+    """Trials of an emotional set (``attack`` holds the system, bona fide included) and what was
+    expected but not found (missing or empty folders), to be reported rather than ignored."""
+
+    trials: list[Trial]
+    bonafide_system: str
+    missing: list[str]
+
+
+def read_emotional_layout(root: str | Path, bonafide_system: str = "ESD") -> EmotionalSet:
+    """``<root>/<SYSTEM>/<SPEAKER>/<emotion>/*.flac|wav`` (the emotional TTS set's layout).
+
+    ``bonafide_system`` holds bona fide speech, every other system spoofs. Each speaker of each
+    system should have the five emotions; absent or empty folders are listed in ``missing``.
+    """
+    root = Path(root)
+    if not (root / bonafide_system).is_dir():
+        raise ValueError(f"{root}: bona fide system folder '{bonafide_system}' not found "
+                         "(set emo_bonafide_system)")
+    trials, missing = [], []
+    for system_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        speakers = sorted(p for p in system_dir.iterdir() if p.is_dir())
+        if not speakers:
+            missing.append(f"{system_dir}: no speaker folders")
+        for speaker_dir in speakers:
+            emotions = {p.name.lower(): p for p in speaker_dir.iterdir() if p.is_dir()}
+            missing += [f"{speaker_dir / e}: folder missing" for e in EMOTIONS if e not in emotions]
+            for emotion, emotion_dir in sorted(emotions.items()):
+                files = sorted(p for p in emotion_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+                if not files:
+                    missing.append(f"{emotion_dir}: no .flac/.wav files")
+                for path in files:
+                    utt_id = path.relative_to(root).with_suffix("").as_posix()
+                    trials.append(Trial(utt_id, path, int(system_dir.name == bonafide_system),
+                                        system_dir.name, speaker_dir.name, emotion))
+    if not trials:
+        raise ValueError(f"{root}: no audio found in the <SYSTEM>/<SPEAKER>/<emotion>/ layout")
+    return EmotionalSet(trials, bonafide_system, missing)
+
+
+def read_emotional_protocol(protocol: str | Path) -> EmotionalSet:
+    """Lines ``UTT_PATH KEY SYSTEM SPEAKER EMOTION`` (KEY bonafide|spoof; UTT_PATH absolute or
+    relative to the protocol's folder), for emotional sets in other layouts."""
+    protocol = Path(protocol)
+    trials, bonafide_systems = [], set()
+    for number, line in enumerate(protocol.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5 or fields[1] not in ("bonafide", "spoof"):
+            raise ValueError(f"{protocol}:{number}: expected 'UTT_PATH bonafide|spoof SYSTEM SPEAKER EMOTION', "
+                             f"got {line!r}")
+        path, key, system, speaker, emotion = fields
+        full_path = protocol.parent / path
+        if key == "bonafide":
+            bonafide_systems.add(system)
+        trials.append(Trial(Path(path).with_suffix("").as_posix(), full_path, int(key == "bonafide"),
+                            system, speaker, emotion.lower()))
+    if not trials:
+        raise ValueError(f"{protocol}: protocol has no trials")
+    if not bonafide_systems:
+        raise ValueError(f"{protocol}: no bona fide trials")
+    return EmotionalSet(trials, "+".join(sorted(bonafide_systems)), [])
+
+
+def read_emotional_set(location: str | Path, bonafide_system: str = "ESD") -> EmotionalSet:
+    """A folder in the emotional TTS layout, or a protocol file (see the two readers)."""
+    location = Path(location)
+    if location.is_dir():
+        return read_emotional_layout(location, bonafide_system)
+    if location.is_file():
+        return read_emotional_protocol(location)
+    raise ValueError(f"emotional set not found: {location}")

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 import evaluation
 from data_utils import (
     NB_SAMP,
+    EmotionalSet,
     SkipReport,
     Trial,
     TrialDataset,
@@ -32,6 +34,7 @@ from data_utils import (
     la_protocol_path,
     la_trials,
     make_loader,
+    read_emotional_set,
 )
 from utils import (
     ConfigError,
@@ -45,10 +48,13 @@ from utils import (
     seed_everything,
     select_device,
     str_to_bool,
+    trainable_parameters,
 )
 
 DEV_ASV_SCORES = "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.dev.gi.trl.scores.txt"
 CHECKPOINT = "checkpoint.pth"
+EMO_SCORES = "emo_scores.txt"
+EMO_PLOT = "emo_eer_per_emotion.png"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,7 +93,17 @@ def resolve_asv_path(config: dict, key: str, default: str | None) -> Path | None
     return None
 
 
+def load_emotional_set(config: dict) -> EmotionalSet:
+    """The set named by ``emo_dataset``; any problem is a ConfigError naming the key."""
+    try:
+        return read_emotional_set(config["emo_dataset"], config.get("emo_bonafide_system", "ESD"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"config key 'emo_dataset': {err}") from None
+
+
 def check_paths(config: dict, splits: list[str]) -> None:
+    if "emo_dataset" in config:
+        load_emotional_set(config)
     database = Path(config["database_path"])
     if not database.is_dir():
         raise ConfigError(f"config key 'database_path': folder not found: {database}")
@@ -165,23 +181,54 @@ def print_metrics(title: str, metrics: dict) -> None:
             tqdm.write(f"  {attack:<8} {eer:7.3f}")
 
 
+def evaluate_emotional_set(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
+                           skips: SkipReport) -> dict:
+    """Score ``emo_dataset``; EER per emotion, system and system x emotion (evaluation.emotion_report),
+    printed as a table, with its score file and bar chart in ``run_dir``."""
+    emo_set = load_emotional_set(config)
+    scores = score_trials(model, emo_set.trials, config, device, skips, "emotional set")
+    write_score_file(run_dir / EMO_SCORES, emo_set.trials, scores)
+    scored = [t for t in emo_set.trials if t.utt_id in scores]
+    if not any(t.label == 1 for t in scored) or not any(t.label == 0 for t in scored):
+        raise ValueError(f"{config['emo_dataset']}: no bona fide or no spoof trial could be scored")
+    report = evaluation.emotion_report([scores[t.utt_id] for t in scored],
+                                       ["bonafide" if t.label == 1 else "spoof" for t in scored],
+                                       [t.attack for t in scored], [t.emotion for t in scored])
+    report.update(dataset=str(config["emo_dataset"]), bonafide_system=emo_set.bonafide_system,
+                  missing=emo_set.missing, score_file=str(run_dir / EMO_SCORES),
+                  n_scored=len(scored), n_unscored=len(emo_set.trials) - len(scored))
+    for problem in emo_set.missing + report["empty"]:
+        tqdm.write(f"warning: emotional set: {problem}")
+    tqdm.write(f"Emotional set {config['emo_dataset']} (bona fide: {emo_set.bonafide_system})\n"
+               + evaluation.format_emotion_table(report))
+    evaluation.plot_emotion_eer(report, run_dir / EMO_PLOT,
+                                f"{config['model_config']['architecture']}: EER per emotion")
+    report["plot"] = str(run_dir / EMO_PLOT)
+    return report
+
+
 def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
                       extra: dict | None = None) -> dict:
-    """Score LA eval, write the score file and ``eval_report.json``, print the tables."""
+    """Score LA eval (when present) and the emotional set (when configured), write the score
+    files and ``eval_report.json``, print the tables."""
     skips = SkipReport(tqdm.write)
-    trials = la_trials(config["database_path"], "eval")
-    scores = score_trials(model, trials, config, device, skips, "eval")
-    score_path = run_dir / config.get("eval_output", "eval_scores.txt")
-    write_score_file(score_path, trials, scores)
-    metrics = metrics_for(trials, scores, load_asv(config, "asv_score_path", None))
-    print_metrics("LA eval", metrics)
-    report = {"score_file": str(score_path), "la_eval": metrics, "n_scored": len(scores),
-              "n_skipped": len(skips), **(extra or {})}
+    report = {}
+    if la_audio_dir(config["database_path"], "eval").exists():
+        trials = la_trials(config["database_path"], "eval")
+        scores = score_trials(model, trials, config, device, skips, "eval")
+        score_path = run_dir / config.get("eval_output", "eval_scores.txt")
+        write_score_file(score_path, trials, scores)
+        metrics = metrics_for(trials, scores, load_asv(config, "asv_score_path", None))
+        print_metrics("LA eval", metrics)
+        report.update(score_file=str(score_path), la_eval=metrics, n_scored=len(scores))
+    if "emo_dataset" in config:
+        report["emotional_set"] = evaluate_emotional_set(model, config, device, run_dir, skips)
+    report.update(n_skipped=len(skips), **(extra or {}))
     if skips:
         skips.write(run_dir / "skipped_files.tsv")
         tqdm.write(f"{len(skips)} file(s) skipped, listed in {run_dir / 'skipped_files.tsv'}")
     (run_dir / "eval_report.json").write_text(json.dumps(report, indent=2))
-    tqdm.write(f"scores: {score_path}\nreport: {run_dir / 'eval_report.json'}")
+    tqdm.write(f"report: {run_dir / 'eval_report.json'}")
     return report
 
 
@@ -257,7 +304,8 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     train_loader = make_loader(train_set, config["batch_size"], shuffle=True, num_workers=num_workers,
                                generator=generator, drop_last=len(train_set) > config["batch_size"])
     epochs = config["num_epochs"]
-    optimizer, scheduler = create_optimizer(model.parameters(), config["optim_config"], epochs * len(train_loader))
+    optimizer, scheduler = create_optimizer(trainable_parameters(model), config["optim_config"],
+                                            epochs * len(train_loader))
     criterion = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9], device=device))
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     use_swa = str_to_bool(config.get("swa", True), "swa")
@@ -318,6 +366,18 @@ def _complete(row: dict, rows: list[dict]) -> dict:
     return {**columns, **row}
 
 
+def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch.device) -> None:
+    """Re-estimate the SWA model's BatchNorm statistics, except in frozen parts (no trainable
+    parameter: a frozen SER branch or AASIST), whose statistics must stay bit-identical;
+    ``update_bn`` alone would reset them."""
+    frozen = [m for m in swa_model.modules() if isinstance(m, _BatchNorm)
+              and not any(p.requires_grad for p in m.parameters())]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in frozen]
+    update_bn((b.x.to(device) for b in train_loader if b.utt_ids), swa_model, device)
+    for module, state in zip(frozen, saved):
+        module.load_state_dict(state)
+
+
 def finalise(config: dict, model: nn.Module, swa_model: AveragedModel, train_loader, dev_trials,
              dev_asv, best_eer: float, run_dir: Path, device: torch.device, skips: SkipReport) -> None:
     """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it on LA eval."""
@@ -325,7 +385,7 @@ def finalise(config: dict, model: nn.Module, swa_model: AveragedModel, train_loa
     model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
     summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth"}
     if swa_model.n_averaged.item() > 0:
-        update_bn((b.x.to(device) for b in train_loader if b.utt_ids), swa_model, device)
+        update_bn_of_trainable(train_loader, swa_model, device)
         swa_scores = score_trials(swa_model.module, dev_trials, config, device, skips, "swa dev")
         swa_eer = metrics_for(dev_trials, swa_scores, dev_asv)["eer"]
         torch.save(swa_model.module.state_dict(), weights_dir / "swa.pth")
@@ -338,7 +398,7 @@ def finalise(config: dict, model: nn.Module, swa_model: AveragedModel, train_loa
     tqdm.write(f"final model (chosen on dev): {summary['final']} -> {weights_dir / 'final.pth'}")
     if skips:
         skips.write(run_dir / "skipped_files.tsv")
-    if (Path(config["database_path"]) / "ASVspoof2019_LA_eval").exists():
+    if la_audio_dir(config["database_path"], "eval").exists() or "emo_dataset" in config:
         evaluate_eval_set(model, config, device, run_dir, {"training": summary})
     else:
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
@@ -367,7 +427,8 @@ def run(args: argparse.Namespace) -> None:
                     str_to_bool(config.get("cudnn_benchmark_toggle", False)))
     # channels_last makes the 2-D convolutions of the encoder 2-4x faster on CPU (measured).
     model = build_model(config["model_config"]).to(device, memory_format=torch.channels_last)
-    tqdm.write(f"{config['model_config']['architecture']}: {count_parameters(model):,} parameters on {device}")
+    tqdm.write(f"{config['model_config']['architecture']}: {count_parameters(model):,} parameters "
+               f"({sum(p.numel() for p in trainable_parameters(model)):,} trainable) on {device}")
 
     if args.eval:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
@@ -382,6 +443,8 @@ def run(args: argparse.Namespace) -> None:
         if (run_dir / CHECKPOINT).exists():
             raise ConfigError(f"{run_dir} already holds a run: continue it with --resume {run_dir} "
                               "or choose another --comment/--output_dir")
+        if config.get("init_weights"):  # fine-tune: start from these weights (resume restores its own)
+            load_weights(model, Path(config["init_weights"]), device)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.conf").write_text(json.dumps(config, indent=4))
     resolve_asv_path(config, "asv_score_path", None)

@@ -23,11 +23,13 @@ TOP_LEVEL_KEYS = {
     "database_path", "asv_score_path", "dev_asv_score_path", "model_path", "batch_size",
     "num_epochs", "loss", "track", "eval_all_best", "eval_output", "cudnn_deterministic_toggle",
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
-    "eval_mode", "eval_hop", "swa",
+    "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
 }
 OPTIM_KEYS = {"optimizer", "amsgrad", "base_lr", "lr_min", "betas", "weight_decay", "scheduler",
               "momentum", "nesterov"}
 REQUIRED_KEYS = ("database_path", "batch_size", "num_epochs", "model_config", "optim_config")
+# Modules of models/ that are shared code, not architectures.
+NOT_ARCHITECTURES = {"__init__", "blocks", "ser"}
 
 
 def str_to_bool(value: bool | str, key: str = "value") -> bool:
@@ -49,7 +51,7 @@ def _check_keys(section: dict, allowed: set[str], where: str) -> None:
 
 def import_architecture(name: str) -> ModuleType:
     """The module ``models/<name>.py``; its ``Model`` class builds the network."""
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or name in NOT_ARCHITECTURES:
         raise ConfigError(f"model_config.architecture: invalid name {name!r}")
     try:
         return importlib.import_module(f"models.{name}")
@@ -57,7 +59,7 @@ def import_architecture(name: str) -> ModuleType:
         if err.name != f"models.{name}":
             raise
         known = sorted(p.stem for p in (Path(__file__).parent / "models").glob("*.py")
-                       if p.stem not in ("__init__", "blocks") and not p.stem.startswith("_"))
+                       if p.stem not in NOT_ARCHITECTURES and not p.stem.startswith("_"))
         raise ConfigError(f"model_config.architecture: unknown architecture '{name}' "
                           f"(known: {', '.join(known)})") from None
 
@@ -86,6 +88,11 @@ def validate_config(config: dict) -> None:
         raise ConfigError("config is missing the required key 'model_config.architecture'")
     module = import_architecture(model_config["architecture"])
     _check_keys(model_config, module.CONFIG_KEYS, "model_config.")
+    if hasattr(module, "validate_model_config"):  # checks of nested or dependent model keys
+        module.validate_model_config(model_config)
+    if model_config.get("emotion_ablation") == "shuffle" and config.get("eval_mode") == "full":
+        raise ConfigError("model_config.emotion_ablation 'shuffle' needs eval_mode 'first' "
+                          "(in 'full' mode a batch holds several windows of the same utterance)")
     if config.get("eval_mode", "first") not in ("first", "full"):
         raise ConfigError(f"config key 'eval_mode': expected 'first' or 'full', got {config['eval_mode']!r}")
     for key in ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa"):
@@ -104,6 +111,11 @@ def build_model(model_config: dict) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What the optimiser gets: frozen parts (``requires_grad=False``) are left out entirely."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def seed_everything(seed: int, deterministic: bool = True, benchmark: bool = False) -> None:
@@ -175,9 +187,10 @@ def select_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
+def load_weights(model: nn.Module, path: Path, device: torch.device, ignore_prefixes: tuple[str, ...] = ()) -> None:
     """Load a state dict safely (``weights_only``) and strictly; any mismatch is one ConfigError
-    naming the missing and unexpected keys or the first shape conflict."""
+    naming the missing and unexpected keys or the first shape conflict. Keys starting with one of
+    ``ignore_prefixes`` (parts of a checkpoint the model does not use) are dropped first."""
     if not path.is_file():
         raise ConfigError(f"model weights not found: {path}")
     try:
@@ -186,6 +199,7 @@ def load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
         raise ConfigError(f"{path}: not a loadable state dict ({str(err).splitlines()[0]})") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: expected a state dict, found {type(state).__name__}")
+    state = {key: value for key, value in state.items() if not key.startswith(ignore_prefixes)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:

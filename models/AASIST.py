@@ -1,9 +1,13 @@
 """AASIST and AASIST-L (Jung et al., ICASSP 2022); the config's sizes decide which.
 
 The forward pass is split into stages (``encode``, ``graph_embedding``, ``classify``) so that the
-emotion-conditioned models can modulate features between them without copying the network.
+emotion-conditioned models can modulate features between them without copying the network: ``encode``
+takes an optional hook called after each residual block, ``graph_embedding`` one called on the pooled
+graph nodes. Without hooks the computation is exactly the reference one.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +22,9 @@ from models.blocks import (
     graph_readout,
     hs_gal_branch,
 )
+
+BlockHook = Callable[[int, torch.Tensor], torch.Tensor]
+NodeHook = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 CONFIG_KEYS = {"architecture", "nb_samp", "first_conv", "filts", "gat_dims", "pool_ratios", "temperatures"}
 
@@ -71,16 +78,31 @@ class Model(nn.Module):
         x = F.max_pool2d(x.abs(), (3, 3))
         return self.selu(self.first_bn(x))
 
-    def encode(self, x: torch.Tensor, freq_aug: bool = False) -> torch.Tensor:
-        """Waveform -> encoder output (batch, channels, spectral, temporal)."""
-        return self.encoder(self.front_end(x, freq_aug))
+    def encode(self, x: torch.Tensor, freq_aug: bool = False,
+               after_block: BlockHook | None = None) -> torch.Tensor:
+        """Waveform -> encoder output (batch, channels, spectral, temporal).
 
-    def graph_embedding(self, e: torch.Tensor) -> torch.Tensor:
-        """Encoder output -> the utterance embedding (``last_hidden``) before dropout."""
+        ``after_block(index, features)`` (if given) replaces the output of residual block ``index``.
+        """
+        e = self.front_end(x, freq_aug)
+        for index, block in enumerate(self.encoder):
+            e = block(e)
+            if after_block is not None:
+                e = after_block(index, e)
+        return e
+
+    def graph_embedding(self, e: torch.Tensor, on_nodes: NodeHook | None = None) -> torch.Tensor:
+        """Encoder output -> the utterance embedding (``last_hidden``) before dropout.
+
+        ``on_nodes(nodes_t, nodes_s)`` (if given) replaces the pooled temporal and spectral graph
+        nodes before the HS-GAL branches.
+        """
         nodes_s = e.abs().max(dim=3).values.transpose(1, 2) + self.pos_S
         nodes_s = self.pool_S(self.GAT_layer_S(nodes_s))
         nodes_t = e.abs().max(dim=2).values.transpose(1, 2)
         nodes_t = self.pool_T(self.GAT_layer_T(nodes_t))
+        if on_nodes is not None:
+            nodes_t, nodes_s = on_nodes(nodes_t, nodes_s)
         return self.graph_readout_from_nodes(nodes_t, nodes_s)
 
     def graph_readout_from_nodes(self, nodes_t: torch.Tensor, nodes_s: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,384 @@
+"""The speech-emotion-recognition (SER) branch shared by the emotion-aware countermeasures, and
+the base class those countermeasures build on.
+
+The branch turns a 16 kHz waveform into an utterance-level emotion embedding. It is frozen by
+default (``"freeze": true``): parameters have ``requires_grad=False`` (so the training loop leaves
+them out of the optimiser), the encoder stays in eval mode whatever ``train()`` is called with
+(BatchNorm statistics and dropout untouched) and its forward runs under ``torch.no_grad`` (no graph
+is built). ``"freeze": false`` fine-tunes it with the rest of the model.
+
+Backends, ``model_config.ser_config.backend``:
+
+* ``"hf"``: a Hugging Face wav2vec 2.0 / HuBERT / WavLM encoder or audio-classification
+  checkpoint, by hub id or local directory (``ser_path``). The embedding is the time-averaged
+  hidden state of ``layer`` (default -1, the last), or with ``"layer": "penultimate"`` the input of
+  the classification checkpoint's final ``classifier`` layer (its pooled projection). Audio is
+  resampled to the feature extractor's ``sampling_rate`` and normalised as it says
+  (``do_normalize``: zero mean, unit variance per utterance).
+* ``"acrnn"``: the 3-D convolutional recurrent network with attention of Chen et al., "3-D
+  convolutional recurrent neural networks with attention model for speech emotion recognition",
+  IEEE Signal Processing Letters 2018, in the form AMSDF (Wu et al., IEEE TIFS 2024) uses as its
+  emotion view, so its public ``ser_acrnn.pth`` loads (``ser_path``). Input: log-Mel filterbank
+  features with deltas, shaped (batch, 3, 300 frames, 40 bands) -- see :func:`acrnn_features`.
+  The embedding is the attention-pooled BiLSTM output (256 values).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from data_utils import SAMPLE_RATE
+from models import AASIST
+from models.blocks import _hz_to_mel, _mel_to_hz
+from utils import ConfigError, load_weights, str_to_bool
+
+SER_KEYS = {"backend", "ser_path", "layer", "freeze", "acrnn_dims"}
+BACKENDS = ("hf", "acrnn")
+ABLATIONS = ("none", "zero", "shuffle")
+# model_config keys every emotion-conditioned model accepts (each adds its own).
+EMOTION_KEYS = AASIST.CONFIG_KEYS | {"aasist_path", "freeze_aasist", "ser_config", "emotion_ablation"}
+BONAFIDE = 1  # logit index of the bona fide class, as in AASIST
+
+# ACRNN input recipe (AMSDF: python_speech_features.logfbank defaults, then deltas over 2 frames).
+ACRNN_FRAMES = 300
+ACRNN_MELS = 40
+ACRNN_SAMPLES = 64600  # AMSDF computes the features on the 64 600-sample (tiled) AASIST input
+FRAME_LENGTH = 400  # 25 ms
+FRAME_STEP = 160  # 10 ms
+N_FFT = 512
+PRE_EMPHASIS = 0.97
+DELTA_SPAN = 2
+
+
+def freeze_(module: nn.Module) -> None:
+    """Exclude ``module`` from training: no gradients and eval mode. Owners must re-apply
+    ``eval()`` in their ``train()`` since ``model.train()`` would otherwise switch it back."""
+    module.requires_grad_(False)
+    module.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# ACRNN features and network
+
+
+def _mel_filterbank() -> torch.Tensor:
+    """40 triangular filters over 0-8 kHz on the FFT bins, (40, N_FFT // 2 + 1), placed exactly as
+    python_speech_features places them (edges floored to whole FFT bins)."""
+    mel_edges = np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(SAMPLE_RATE / 2)), ACRNN_MELS + 2)
+    bins = np.floor((N_FFT + 1) * _mel_to_hz(mel_edges) / SAMPLE_RATE).astype(int)
+    filters = np.zeros((ACRNN_MELS, N_FFT // 2 + 1))
+    for j in range(ACRNN_MELS):
+        low, centre, high = bins[j], bins[j + 1], bins[j + 2]
+        filters[j, low:centre] = (np.arange(low, centre) - low) / (centre - low)
+        filters[j, centre:high] = (high - np.arange(centre, high)) / (high - centre)
+    return torch.tensor(filters)
+
+
+def _deltas(features: torch.Tensor) -> torch.Tensor:
+    """Regression deltas over +-2 frames along axis 1, edges repeated (python_speech_features.delta)."""
+    padded = F.pad(features.transpose(1, 2), (DELTA_SPAN, DELTA_SPAN), mode="replicate").transpose(1, 2)
+    frames = features.size(1)
+    numerator = sum(n * (padded[:, DELTA_SPAN + n:DELTA_SPAN + n + frames]
+                         - padded[:, DELTA_SPAN - n:DELTA_SPAN - n + frames]) for n in range(1, DELTA_SPAN + 1))
+    return numerator / (2 * sum(n * n for n in range(1, DELTA_SPAN + 1)))
+
+
+def acrnn_features(wave: torch.Tensor) -> torch.Tensor:
+    """16 kHz waveforms (batch, samples) -> ACRNN input (batch, 3, 300, 40), time before frequency.
+
+    Recipe (AMSDF's, so the public ``ser_acrnn.pth`` sees what it was trained on): the waveform
+    is tiled or cut to 64 600 samples; pre-emphasis 0.97; 25 ms frames every 10 ms, rectangular
+    window, the last frame zero-padded; power spectrum |FFT_512|^2 / 512; 40 triangular mel filters
+    over 0-8 kHz (HTK mel scale); natural log (exact zeros floored at float eps); deltas and
+    delta-deltas by regression over +-2 frames; channels (log-Mel, delta, delta-delta); first 300
+    frames (3 s). No mean/variance normalisation. Computed in float64, returned as float32.
+    """
+    x = wave.double()
+    x = x.repeat(1, math.ceil(ACRNN_SAMPLES / x.size(1)))[:, :ACRNN_SAMPLES]
+    x = torch.cat([x[:, :1], x[:, 1:] - PRE_EMPHASIS * x[:, :-1]], dim=1)
+    n_frames = 1 + math.ceil((ACRNN_SAMPLES - FRAME_LENGTH) / FRAME_STEP)
+    x = F.pad(x, (0, (n_frames - 1) * FRAME_STEP + FRAME_LENGTH - ACRNN_SAMPLES))
+    frames = x.unfold(1, FRAME_LENGTH, FRAME_STEP)
+    power = torch.fft.rfft(frames, n=N_FFT).abs().pow(2) / N_FFT
+    energies = power @ _mel_filterbank().to(power.device).T
+    log_mel = torch.where(energies == 0, torch.finfo(torch.float64).eps, energies).log()
+    delta = _deltas(log_mel)
+    stacked = torch.stack([log_mel, delta, _deltas(delta)], dim=1)
+    return stacked[:, :, :ACRNN_FRAMES].float()
+
+
+class ACRNN(nn.Module):
+    """3-D CRNN with attention (Chen et al., IEEE SPL 2018) as AMSDF's emotion encoder.
+
+    Parameter names follow AMSDF's so that ``ser_acrnn.pth`` loads; its emotion classifier
+    (``fc1``, ``fc2``) is not part of this module because the embedding is taken before it.
+    ``dims`` = (first conv channels, other conv channels, linear size, LSTM cells); the defaults
+    are the checkpoint's.
+    """
+
+    def __init__(self, dims: tuple[int, int, int, int] = (128, 256, 768, 128)) -> None:
+        super().__init__()
+        first, channels, linear, cells = dims
+        self.conv1 = nn.Conv2d(3, first, (5, 3), padding=(2, 1))
+        self.conv2 = nn.Conv2d(first, channels, (5, 3), padding=(2, 1))
+        self.conv3 = nn.Conv2d(channels, channels, (5, 3), padding=(2, 1))
+        self.conv4 = nn.Conv2d(channels, channels, (5, 3), padding=(2, 1))
+        self.conv5 = nn.Conv2d(channels, channels, (5, 3), padding=(2, 1))
+        self.conv6 = nn.Conv2d(channels, channels, (5, 3), padding=(2, 1))
+        self.linear1 = nn.Linear(ACRNN_MELS // 4 * channels, linear)
+        self.bn = nn.BatchNorm1d(linear)
+        self.rnn = nn.LSTM(linear, cells, batch_first=True, bidirectional=True)
+        self.a_fc1 = nn.Linear(2 * cells, 1)
+        self.a_fc2 = nn.Linear(1, 1)
+        self.embedding_dim = 2 * cells
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, 300, 40) features -> (batch, 2 * cells) attention-pooled embedding."""
+        if features.dim() != 4 or tuple(features.shape[1:]) != (3, ACRNN_FRAMES, ACRNN_MELS):
+            raise ValueError(f"ACRNN expects features shaped (batch, 3, {ACRNN_FRAMES} frames, "
+                             f"{ACRNN_MELS} mel bands), got {tuple(features.shape)}")
+        x = F.max_pool2d(F.leaky_relu(self.conv1(features), 0.01), kernel_size=(2, 4))
+        for conv in (self.conv2, self.conv3, self.conv4, self.conv5, self.conv6):
+            x = F.leaky_relu(conv(x), 0.01)
+        batch, channels, steps, bands = x.shape
+        # (batch, time, band, channel) -> one vector per time step; explicit sizes so that a
+        # transposed input cannot be reshaped into the right number of elements by accident.
+        x = x.permute(0, 2, 3, 1).reshape(batch * steps, bands * channels)
+        x = F.leaky_relu(self.bn(self.linear1(x)), 0.01).view(batch, steps, -1)
+        outputs, _ = self.rnn(x)
+        weights = torch.softmax(self.a_fc2(torch.sigmoid(self.a_fc1(outputs))), dim=1)
+        return (weights * outputs).sum(dim=1)
+
+
+class ACRNNEncoder(nn.Module):
+    """Waveform -> ACRNN embedding, features computed as the checkpoint expects."""
+
+    def __init__(self, ser_config: dict) -> None:
+        super().__init__()
+        dims = ser_config.get("acrnn_dims", (128, 256, 768, 128))
+        if not (isinstance(dims, (list, tuple)) and len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims)):
+            raise ConfigError(f"model_config.ser_config.acrnn_dims: expected 4 positive integers, got {dims!r}")
+        self.net = ACRNN(tuple(dims))
+        self.embedding_dim = self.net.embedding_dim
+        path = ser_config.get("ser_path")
+        if path is not None:  # null: random initialisation (tests and plumbing checks only)
+            load_weights(self.net, Path(path), torch.device("cpu"), ignore_prefixes=("fc1.", "fc2."))
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.net(acrnn_features(wave))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face backend
+
+
+class HFEncoder(nn.Module):
+    """Waveform -> mean-pooled hidden state of a Hugging Face audio model (or its classifier input)."""
+
+    def __init__(self, ser_config: dict) -> None:
+        super().__init__()
+        # Imported here: transformers takes seconds to import and only this backend needs it.
+        from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+
+        path = ser_config.get("ser_path")
+        if not isinstance(path, str) or not path:
+            raise ConfigError("model_config.ser_config.ser_path: a hub id or local directory is required "
+                              "for backend 'hf'")
+        self.layer = ser_config.get("layer", -1)
+        try:
+            extractor = AutoFeatureExtractor.from_pretrained(path)
+            loader = AutoModelForAudioClassification if self.layer == "penultimate" else AutoModel
+            self.model = loader.from_pretrained(path)
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(f"model_config.ser_config.ser_path: cannot load {path!r} "
+                              f"({str(err).strip().splitlines()[0]})") from None
+        if getattr(extractor, "feature_size", None) != 1:
+            raise ConfigError(f"model_config.ser_config.ser_path: {path!r} does not take raw waveforms "
+                              f"(feature extractor {type(extractor).__name__})")
+        self.sample_rate = int(extractor.sampling_rate)
+        self.normalize = bool(getattr(extractor, "do_normalize", False))
+        if self.layer == "penultimate":
+            classifier = getattr(self.model, "classifier", None)
+            if not isinstance(classifier, nn.Linear):
+                raise ConfigError(f"model_config.ser_config.layer: 'penultimate' needs an audio-classification "
+                                  f"checkpoint with a final 'classifier' layer; {path!r} has none")
+            self.embedding_dim = classifier.in_features
+            self._pooled: torch.Tensor | None = None
+            classifier.register_forward_pre_hook(self._keep_classifier_input)
+        else:
+            n_layers = self.model.config.num_hidden_layers
+            if not isinstance(self.layer, int) or not -(n_layers + 1) <= self.layer <= n_layers:
+                raise ConfigError(f"model_config.ser_config.layer: expected 'penultimate' or a hidden-state "
+                                  f"index in [-{n_layers + 1}, {n_layers}], got {self.layer!r}")
+            self.embedding_dim = self.model.config.hidden_size
+
+    def _keep_classifier_input(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self._pooled = inputs[0]
+
+    def prepare(self, wave: torch.Tensor) -> torch.Tensor:
+        """16 kHz waveforms -> the model's input values (its rate and normalisation)."""
+        if self.sample_rate != SAMPLE_RATE:
+            audio = wave.detach().float().cpu().numpy().T  # soxr wants (samples, channels)
+            resampled = soxr.resample(audio, SAMPLE_RATE, self.sample_rate, quality="HQ")
+            wave = torch.from_numpy(np.ascontiguousarray(resampled.T)).to(wave.device)
+        if self.normalize:
+            variance = wave.var(dim=1, correction=0, keepdim=True)
+            wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(variance + 1e-7)
+        return wave
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        values = self.prepare(wave)
+        if self.layer == "penultimate":
+            self.model(input_values=values)
+            pooled, self._pooled = self._pooled, None
+            return pooled
+        hidden = self.model(input_values=values, output_hidden_states=True).hidden_states[self.layer]
+        return hidden.mean(dim=1)
+
+
+class SERBranch(nn.Module):
+    """Waveform (batch, samples) at 16 kHz -> emotion embedding (batch, ``embedding_dim``)."""
+
+    def __init__(self, ser_config: dict) -> None:
+        super().__init__()
+        validate_ser_config(ser_config)
+        self.encoder = HFEncoder(ser_config) if ser_config["backend"] == "hf" else ACRNNEncoder(ser_config)
+        self.embedding_dim = self.encoder.embedding_dim
+        self.frozen = str_to_bool(ser_config.get("freeze", True), "model_config.ser_config.freeze")
+        if self.frozen:
+            freeze_(self.encoder)
+
+    def train(self, mode: bool = True) -> SERBranch:
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        if self.frozen:
+            with torch.no_grad():
+                return self.encoder(wave).float()
+        return self.encoder(wave).float()
+
+
+def validate_ser_config(ser_config: object) -> None:
+    """Check ``model_config.ser_config`` without loading anything (config validation time)."""
+    if not isinstance(ser_config, dict):
+        raise ConfigError("model_config.ser_config: expected an object with at least 'backend'")
+    for key in ser_config:
+        if key not in SER_KEYS:
+            raise ConfigError(f"unknown config key 'model_config.ser_config.{key}' "
+                              f"(allowed: {', '.join(sorted(SER_KEYS))})")
+    if ser_config.get("backend") not in BACKENDS:
+        raise ConfigError(f"model_config.ser_config.backend: expected one of {', '.join(BACKENDS)}, "
+                          f"got {ser_config.get('backend')!r}")
+    if ser_config["backend"] == "acrnn" and "layer" in ser_config:
+        raise ConfigError("model_config.ser_config.layer: only the 'hf' backend has layers to choose from")
+    if ser_config["backend"] == "hf" and "acrnn_dims" in ser_config:
+        raise ConfigError("model_config.ser_config.acrnn_dims: only for the 'acrnn' backend")
+    str_to_bool(ser_config.get("freeze", True), "model_config.ser_config.freeze")
+
+
+# ---------------------------------------------------------------------------------------------
+# Base of the emotion-conditioned countermeasures
+
+
+def validate_emotion_config(model_config: dict) -> None:
+    """Checks shared by AASIST_Concat / AASIST_FiLM / AASIST_GFiLM (``utils.validate_config``)."""
+    if "ser_config" not in model_config:
+        raise ConfigError("config is missing the required key 'model_config.ser_config'")
+    validate_ser_config(model_config["ser_config"])
+    if model_config.get("emotion_ablation", "none") not in ABLATIONS:
+        raise ConfigError(f"model_config.emotion_ablation: expected one of {', '.join(ABLATIONS)}, "
+                          f"got {model_config['emotion_ablation']!r}")
+    str_to_bool(model_config.get("freeze_aasist", False), "model_config.freeze_aasist")
+
+
+class EmotionConditionedModel(nn.Module):
+    """AASIST (``self.aasist``, optionally initialised from ``aasist_path`` and frozen) plus the SER
+    branch (``self.ser``); subclasses decide how the emotion embedding conditions AASIST."""
+
+    def __init__(self, d_args: dict) -> None:
+        super().__init__()
+        self.aasist = AASIST.Model(d_args)
+        if d_args.get("aasist_path"):
+            load_weights(self.aasist, Path(d_args["aasist_path"]), torch.device("cpu"))
+        self.aasist_frozen = str_to_bool(d_args.get("freeze_aasist", False), "model_config.freeze_aasist")
+        if self.aasist_frozen:
+            freeze_(self.aasist)
+        self.ser = SERBranch(d_args["ser_config"])
+        self.ablation = d_args.get("emotion_ablation", "none")
+        self._last_emotion: torch.Tensor | None = None
+
+    def train(self, mode: bool = True) -> EmotionConditionedModel:
+        super().train(mode)
+        if self.aasist_frozen:
+            self.aasist.eval()
+        return self
+
+    def emotion(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised emotion embedding of each waveform, after the configured ablation.
+
+        Normalising makes the conditioning independent of the backend's embedding scale.
+        ``shuffle`` gives each utterance its batch neighbour's embedding (a one-utterance batch
+        takes the previous batch's), so the model sees a real but mismatched emotion.
+        """
+        e = F.normalize(self.ser(x), dim=-1)
+        if self.ablation == "zero":
+            return torch.zeros_like(e)
+        if self.ablation == "shuffle":
+            previous, self._last_emotion = self._last_emotion, e.detach()
+            if len(e) > 1:
+                return e.roll(1, dims=0)
+            if previous is None:
+                raise ValueError("emotion_ablation 'shuffle' needs at least two utterances in the first batch")
+            return previous[:1]
+        return e
+
+
+# ---------------------------------------------------------------------------------------------
+# A random Hugging Face SER model for offline plumbing checks
+
+
+def save_random_hf_ser(path: str | Path, seed: int = 0, hidden_size: int = 32, layers: int = 2,
+                       labels: tuple[str, ...] = ("angry", "happy", "neutral", "sad", "surprised")) -> Path:
+    """Write a tiny, randomly initialised wav2vec 2.0 emotion classifier (weights, config,
+    feature extractor) to ``path``. It recognises nothing: it exists so that the HF backend and the
+    devkit configs can run where no trained SER checkpoint can be downloaded."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(
+        hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden_size, conv_dim=(16, 16, 16), conv_kernel=(10, 8, 4),
+        conv_stride=(5, 4, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        classifier_proj_size=16, num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+    )
+    model = Wav2Vec2ForSequenceClassification(config)
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
+                                         do_normalize=True, return_attention_mask=False)
+    path = Path(path)
+    model.save_pretrained(path)
+    extractor.save_pretrained(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write an untrained tiny wav2vec 2.0 SER model "
+                                     "(for the devkit configs; its embeddings carry no emotion).")
+    parser.add_argument("output_dir", help="e.g. models/weights/ser_random_wav2vec2")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(f"untrained SER model written to {save_random_hf_ser(args.output_dir, args.seed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from models import AASIST
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_learns
 from utils import ConfigError, build_model, load_config, trainable_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -159,24 +159,7 @@ def test_model_learns_a_tone_task(tiny_ser_dir, architecture, extra, steps, lr):
     Concat learns more slowly (its AASIST part is L2-normalised), hence its own rate and steps."""
     torch.manual_seed(0)
     model = emotion_model(architecture, tiny_ser_dir, **extra)
-    rng = np.random.default_rng(0)
-    x_test, y_test = tone_batch(12, rng)
-    optimizer = torch.optim.Adam(trainable_parameters(model), lr=lr)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        x, y = tone_batch(8, rng)
-        loss = F.cross_entropy(model(x)[1], y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
-    model.eval()
-    with torch.no_grad():
-        logits = model(x_test)[1]
-    scores = logits[:, 1] - logits[:, 0]
-    assert scores[y_test == 1].min() > scores[y_test == 0].max(), scores
+    assert_learns(model, tone_batch, steps=steps, lr=lr, n_test=12)
 
 
 @pytest.mark.parametrize("change,message", [

@@ -13,7 +13,12 @@ For emotional evaluation sets, :func:`emotion_report` gives the EER per emotion,
 and per system x emotion with bootstrap intervals; :func:`format_emotion_table` and
 :func:`plot_emotion_eer` present it.
 
-Also a command-line tool: ``python evaluation.py --scores CM --asv-scores ASV [--json]``.
+Score files of several runs over the same trials are fused by :func:`fuse_score_files`
+(``mean`` of standardised scores or ``softmax-vote``; AMSDF's "vote" over seeds, Wu et al.,
+IEEE TIFS 2024).
+
+Also a command-line tool: ``python evaluation.py --scores CM --asv-scores ASV [--json]``, and
+``python evaluation.py --fuse CM1 CM2 ... --method mean|softmax-vote --output FUSED``.
 """
 from __future__ import annotations
 
@@ -394,6 +399,88 @@ def evaluate_scores(
 
 
 # ---------------------------------------------------------------------------------------------
+# Score fusion across runs (AMSDF's "vote" over checkpoints trained with different seeds)
+
+FUSION_METHODS = ("mean", "softmax-vote")
+
+
+def align_runs(runs: Sequence[CmScores], paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
+    """Scores of several runs as a (runs, trials) matrix in the first run's trial order.
+
+    Every file must hold the same utterances, once each, with the same key and attack; the
+    first file that does not is named in a :class:`ScoreFileError`.
+    """
+    first, first_path = runs[0], paths[0]
+    position = {utt: i for i, utt in enumerate(first.utt_ids.tolist())}
+    matrix = np.empty((len(runs), first.scores.size), dtype=np.float64)
+    for row, (run, path) in enumerate(zip(runs, paths)):
+        if len(set(run.utt_ids.tolist())) != run.utt_ids.size:
+            raise ScoreFileError(path, "an utterance is listed more than once")
+        unknown = [utt for utt in run.utt_ids.tolist() if utt not in position]
+        if unknown or run.utt_ids.size != first.utt_ids.size:
+            example = unknown[0] if unknown else sorted(set(position) - set(run.utt_ids.tolist()))[0]
+            raise ScoreFileError(
+                path, f"covers other utterances than {os.fspath(first_path)} (e.g. {example}); "
+                "fused runs must score the same trials")
+        order = np.array([position[utt] for utt in run.utt_ids.tolist()])
+        for name, column, reference in (("key", run.keys, first.keys), ("attack", run.attacks, first.attacks)):
+            differs = np.flatnonzero(column != reference[order])
+            if differs.size:
+                i = differs[0]
+                raise ScoreFileError(
+                    path, f"{run.utt_ids[i]} has {name} {str(column[i])!r} but "
+                    f"{str(reference[order[i]])!r} in {os.fspath(first_path)}")
+        matrix[row, order] = run.scores
+    return matrix
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    """log(1 / (1 + e^-x)) without overflow for large |x|."""
+    return -np.logaddexp(0.0, -x)
+
+
+def fuse_score_matrix(matrix: np.ndarray, method: str) -> np.ndarray:
+    """One fused score per trial (column) from a (runs, trials) score matrix; higher = bona fide.
+
+    ``mean``: each run is standardised over the trials (zero mean, unit variance; no labels
+    used) and the standardised scores are averaged, so a run with larger logits does not
+    outweigh the others. ``softmax-vote``: each score is read as the run's bona fide log-odds,
+    so its softmax probability is p = sigmoid(score) (two-class softmax); the runs cast these
+    soft votes and the fused score is the log-odds of their mean, log(mean p / mean (1 - p)):
+    positive exactly when the average vote is bona fide, and free of the ties a fused
+    probability would have where every run is confident.
+    """
+    if method == "mean":
+        spread = matrix.std(axis=1, keepdims=True)
+        if np.any(spread == 0):
+            raise ValueError("a run gives every trial the same score; it cannot be standardised")
+        return ((matrix - matrix.mean(axis=1, keepdims=True)) / spread).mean(axis=0)
+    if method == "softmax-vote":
+        log_bonafide = np.logaddexp.reduce(_log_sigmoid(matrix), axis=0)
+        log_spoof = np.logaddexp.reduce(_log_sigmoid(-matrix), axis=0)
+        return log_bonafide - log_spoof
+    raise ValueError(f"unknown fusion method {method!r}, expected one of {', '.join(FUSION_METHODS)}")
+
+
+def fuse_score_files(
+    paths: Sequence[str | os.PathLike[str]], method: str, output: str | os.PathLike[str]
+) -> CmScores:
+    """Fuse CM score files of several runs and write ``UTT ATTACK KEY SCORE`` lines to ``output``,
+    in the first file's order."""
+    if len(paths) < 2:
+        raise ValueError(f"fusion needs at least two score files, got {len(paths)}")
+    if any(os.path.abspath(path) == os.path.abspath(output) for path in paths):
+        raise ValueError(f"{os.fspath(output)}: the fused file would overwrite one of its inputs")
+    runs = [read_cm_scores(path) for path in paths]
+    fused = fuse_score_matrix(align_runs(runs, paths), method)
+    first = runs[0]
+    with open(output, "w", encoding="utf-8") as handle:
+        for utt, attack, key, score in zip(first.utt_ids, first.attacks, first.keys, fused):
+            handle.write(f"{utt} {attack} {key} {score:.6f}\n")
+    return CmScores(utt_ids=first.utt_ids, attacks=first.attacks, keys=first.keys, scores=fused)
+
+
+# ---------------------------------------------------------------------------------------------
 # Emotional evaluation sets: EER per emotion, per system and per system x emotion
 
 
@@ -522,9 +609,23 @@ def _print_report(metrics: Metrics) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code (2 for unusable input)."""
     parser = argparse.ArgumentParser(
-        description="ASVspoof 2019 CM metrics: EER, min t-DCF and EER per attack."
+        description="ASVspoof 2019 CM metrics: EER, min t-DCF and EER per attack; "
+        "fusion of several runs' scores."
     )
-    parser.add_argument("--scores", required=True, help="CM score file: UTT ATTACK KEY SCORE")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--scores", help="CM score file: UTT ATTACK KEY SCORE")
+    source.add_argument(
+        "--fuse", nargs="+", metavar="SCORES",
+        help="CM score files of several runs over the same trials: fuse them (see --method)",
+    )
+    parser.add_argument(
+        "--method", choices=FUSION_METHODS, default="mean",
+        help="--fuse: mean of per-run standardised scores, or softmax-vote (log-odds of the "
+        "mean bona fide probability)",
+    )
+    parser.add_argument(
+        "--output", default="fused_scores.txt", help="--fuse: fused score file to write"
+    )
     parser.add_argument(
         "--asv-scores", help="ASV score file: SOURCE KEY SCORE (needed for min t-DCF)"
     )
@@ -532,10 +633,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--json", action="store_true", help="print one JSON object (eer, min_tdcf, per_attack)"
     )
     args = parser.parse_args(argv)
+    runs: dict[str, Metrics] = {}
     try:
-        metrics = evaluate_scores(args.scores, args.asv_scores)
+        if args.fuse:
+            fuse_score_files(args.fuse, args.method, args.output)
+            runs = {path: evaluate_scores(path, args.asv_scores) for path in args.fuse}
+        metrics = evaluate_scores(args.output if args.fuse else args.scores, args.asv_scores)
     except OSError as error:
-        path = error.filename if error.filename is not None else args.scores
+        path = error.filename if error.filename is not None else (args.scores or args.output)
         print(f"error: {path}: {error.strerror or error}", file=sys.stderr)
         return 2
     except ValueError as error:
@@ -547,8 +652,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("note: min t-DCF needs ASV scores (--asv-scores); reporting EER only",
                   file=sys.stderr)
         summary = {key: metrics[key] for key in ("eer", "min_tdcf", "per_attack")}
+        if args.fuse:
+            summary.update(method=args.method, output=args.output, runs=[
+                {"path": path, "eer": run["eer"], "min_tdcf": run["min_tdcf"]} for path, run in runs.items()
+            ])
         print(json.dumps(summary))
     else:
+        for path, run in runs.items():
+            tdcf = "" if run["min_tdcf"] is None else f", min t-DCF {run['min_tdcf']:.6f}"
+            print(f"run {path}: EER {run['eer']:.6f} %{tdcf}")
+        if args.fuse:
+            print(f"fused ({args.method}) -> {args.output}")
         _print_report(metrics)
     return 0
 

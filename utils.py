@@ -29,7 +29,7 @@ OPTIM_KEYS = {"optimizer", "amsgrad", "base_lr", "lr_min", "betas", "weight_deca
               "momentum", "nesterov"}
 REQUIRED_KEYS = ("database_path", "batch_size", "num_epochs", "model_config", "optim_config")
 # Modules of models/ that are shared code, not architectures.
-NOT_ARCHITECTURES = {"__init__", "blocks", "ser"}
+NOT_ARCHITECTURES = {"__init__", "blocks", "ser", "ssl"}
 
 
 def str_to_bool(value: bool | str, key: str = "value") -> bool:

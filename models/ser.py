@@ -141,6 +141,11 @@ class ACRNN(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, 3, 300, 40) features -> (batch, 2 * cells) attention-pooled embedding."""
+        return self.attended_steps(features).sum(dim=1)
+
+    def attended_steps(self, features: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, 300, 40) features -> (batch, 150, 2 * cells): the BiLSTM outputs weighted by
+        their attention; their sum over steps is the embedding, the steps are AMSDF's emotion view."""
         if features.dim() != 4 or tuple(features.shape[1:]) != (3, ACRNN_FRAMES, ACRNN_MELS):
             raise ValueError(f"ACRNN expects features shaped (batch, 3, {ACRNN_FRAMES} frames, "
                              f"{ACRNN_MELS} mel bands), got {tuple(features.shape)}")
@@ -154,7 +159,7 @@ class ACRNN(nn.Module):
         x = F.leaky_relu(self.bn(self.linear1(x)), 0.01).view(batch, steps, -1)
         outputs, _ = self.rnn(x)
         weights = torch.softmax(self.a_fc2(torch.sigmoid(self.a_fc1(outputs))), dim=1)
-        return (weights * outputs).sum(dim=1)
+        return weights * outputs
 
 
 class ACRNNEncoder(nn.Module):
@@ -174,9 +179,41 @@ class ACRNNEncoder(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.net(acrnn_features(wave))
 
+    def frames(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.net.attended_steps(acrnn_features(wave))
+
 
 # ---------------------------------------------------------------------------------------------
 # Hugging Face backend
+
+
+def load_hf_audio_model(path: str, loader: type, key: str) -> tuple[nn.Module, int, bool]:
+    """A raw-waveform Hugging Face model (hub id or directory) with ``loader.from_pretrained``, and
+    its feature extractor's sampling rate and ``do_normalize``; problems are ConfigErrors on ``key``."""
+    from transformers import AutoFeatureExtractor
+
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(path)
+        model = loader.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"{key}: cannot load {path!r} ({str(err).strip().splitlines()[0]})") from None
+    if getattr(extractor, "feature_size", None) != 1:
+        raise ConfigError(f"{key}: {path!r} does not take raw waveforms "
+                          f"(feature extractor {type(extractor).__name__})")
+    return model, int(extractor.sampling_rate), bool(getattr(extractor, "do_normalize", False))
+
+
+def prepare_waveform(wave: torch.Tensor, sample_rate: int, normalize: bool) -> torch.Tensor:
+    """16 kHz waveforms (batch, samples) -> a model's input values at its own rate (soxr) and, with
+    ``normalize``, zero mean and unit variance per utterance as its feature extractor does."""
+    if sample_rate != SAMPLE_RATE:
+        audio = wave.detach().float().cpu().numpy().T  # soxr wants (samples, channels)
+        resampled = soxr.resample(audio, SAMPLE_RATE, sample_rate, quality="HQ")
+        wave = torch.from_numpy(np.ascontiguousarray(resampled.T)).to(wave.device)
+    if normalize:
+        variance = wave.var(dim=1, correction=0, keepdim=True)
+        wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(variance + 1e-7)
+    return wave
 
 
 class HFEncoder(nn.Module):
@@ -185,25 +222,16 @@ class HFEncoder(nn.Module):
     def __init__(self, ser_config: dict) -> None:
         super().__init__()
         # Imported here: transformers takes seconds to import and only this backend needs it.
-        from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+        from transformers import AutoModel, AutoModelForAudioClassification
 
         path = ser_config.get("ser_path")
         if not isinstance(path, str) or not path:
             raise ConfigError("model_config.ser_config.ser_path: a hub id or local directory is required "
                               "for backend 'hf'")
         self.layer = ser_config.get("layer", -1)
-        try:
-            extractor = AutoFeatureExtractor.from_pretrained(path)
-            loader = AutoModelForAudioClassification if self.layer == "penultimate" else AutoModel
-            self.model = loader.from_pretrained(path)
-        except (OSError, ValueError, KeyError) as err:
-            raise ConfigError(f"model_config.ser_config.ser_path: cannot load {path!r} "
-                              f"({str(err).strip().splitlines()[0]})") from None
-        if getattr(extractor, "feature_size", None) != 1:
-            raise ConfigError(f"model_config.ser_config.ser_path: {path!r} does not take raw waveforms "
-                              f"(feature extractor {type(extractor).__name__})")
-        self.sample_rate = int(extractor.sampling_rate)
-        self.normalize = bool(getattr(extractor, "do_normalize", False))
+        loader = AutoModelForAudioClassification if self.layer == "penultimate" else AutoModel
+        self.model, self.sample_rate, self.normalize = load_hf_audio_model(
+            path, loader, "model_config.ser_config.ser_path")
         if self.layer == "penultimate":
             classifier = getattr(self.model, "classifier", None)
             if not isinstance(classifier, nn.Linear):
@@ -222,25 +250,17 @@ class HFEncoder(nn.Module):
     def _keep_classifier_input(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         self._pooled = inputs[0]
 
-    def prepare(self, wave: torch.Tensor) -> torch.Tensor:
-        """16 kHz waveforms -> the model's input values (its rate and normalisation)."""
-        if self.sample_rate != SAMPLE_RATE:
-            audio = wave.detach().float().cpu().numpy().T  # soxr wants (samples, channels)
-            resampled = soxr.resample(audio, SAMPLE_RATE, self.sample_rate, quality="HQ")
-            wave = torch.from_numpy(np.ascontiguousarray(resampled.T)).to(wave.device)
-        if self.normalize:
-            variance = wave.var(dim=1, correction=0, keepdim=True)
-            wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(variance + 1e-7)
-        return wave
-
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        values = self.prepare(wave)
-        if self.layer == "penultimate":
-            self.model(input_values=values)
-            pooled, self._pooled = self._pooled, None
-            return pooled
-        hidden = self.model(input_values=values, output_hidden_states=True).hidden_states[self.layer]
-        return hidden.mean(dim=1)
+        if self.layer != "penultimate":
+            return self.frames(wave).mean(dim=1)
+        self.model(input_values=prepare_waveform(wave, self.sample_rate, self.normalize))
+        pooled, self._pooled = self._pooled, None
+        return pooled
+
+    def frames(self, wave: torch.Tensor) -> torch.Tensor:
+        """Hidden state ``layer`` of every frame (needs an integer ``layer``)."""
+        values = prepare_waveform(wave, self.sample_rate, self.normalize)
+        return self.model(input_values=values, output_hidden_states=True).hidden_states[self.layer]
 
 
 class SERBranch(nn.Module):
@@ -262,10 +282,18 @@ class SERBranch(nn.Module):
         return self
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self._run(self.encoder, wave)
+
+    def frames(self, wave: torch.Tensor) -> torch.Tensor:
+        """Frame-level features (batch, steps, ``embedding_dim``) that the embedding summarises:
+        ACRNN's attention-weighted BiLSTM steps, or the HF model's hidden state ``layer``."""
+        return self._run(self.encoder.frames, wave)
+
+    def _run(self, encode, wave: torch.Tensor) -> torch.Tensor:
         if self.frozen:
             with torch.no_grad():
-                return self.encoder(wave).float()
-        return self.encoder(wave).float()
+                return encode(wave).float()
+        return encode(wave).float()
 
 
 def validate_ser_config(ser_config: object) -> None:
@@ -352,17 +380,33 @@ def save_random_hf_ser(path: str | Path, seed: int = 0, hidden_size: int = 32, l
     """Write a tiny, randomly initialised wav2vec 2.0 emotion classifier (weights, config,
     feature extractor) to ``path``. It recognises nothing: it exists so that the HF backend and the
     devkit configs can run where no trained SER checkpoint can be downloaded."""
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+    from transformers import Wav2Vec2ForSequenceClassification
 
     torch.manual_seed(seed)
-    config = Wav2Vec2Config(
-        hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=2 * hidden_size, conv_dim=(16, 16, 16), conv_kernel=(10, 8, 4),
-        conv_stride=(5, 4, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        classifier_proj_size=16, num_labels=len(labels),
-        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-    )
-    model = Wav2Vec2ForSequenceClassification(config)
+    config = tiny_audio_config("wav2vec2", hidden_size, layers, classifier_proj_size=16, num_labels=len(labels),
+                               id2label=dict(enumerate(labels)),
+                               label2id={label: i for i, label in enumerate(labels)})
+    return save_with_extractor(Wav2Vec2ForSequenceClassification(config), path)
+
+
+def tiny_audio_config(kind: str = "wav2vec2", hidden_size: int = 32, layers: int = 2, **extra):
+    """The configuration of a tiny wav2vec 2.0 / HuBERT / WavLM model (three small convolutions,
+    total stride 80 = 5 ms) for offline tests and devkit plumbing; ``extra`` overrides any field."""
+    from transformers import HubertConfig, Wav2Vec2Config, WavLMConfig
+
+    classes = {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig, "wavlm": WavLMConfig}
+    if kind not in classes:
+        raise ValueError(f"unknown model kind {kind!r} (expected one of {', '.join(classes)})")
+    fields = dict(hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=2,
+                  intermediate_size=2 * hidden_size, conv_dim=(16, 16, 16), conv_kernel=(10, 8, 4),
+                  conv_stride=(5, 4, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    return classes[kind](**{**fields, **extra})
+
+
+def save_with_extractor(model: nn.Module, path: str | Path) -> Path:
+    """Save ``model`` to ``path`` with the 16 kHz, normalising feature extractor of wav2vec 2.0."""
+    from transformers import Wav2Vec2FeatureExtractor
+
     extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
                                          do_normalize=True, return_attention_mask=False)
     path = Path(path)

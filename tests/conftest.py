@@ -33,6 +33,14 @@ def tiny_ser_dir(tmp_path_factory) -> Path:
     return save_random_hf_ser(tmp_path_factory.mktemp("ser") / "tiny_wav2vec2")
 
 
+@pytest.fixture(scope="session")
+def tiny_ssl_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised wav2vec 2.0 encoder (hidden size 32, 2 layers) saved as a
+    Hugging Face directory, for the SSL front end's tests."""
+    from models.ssl import save_random_ssl
+    return save_random_ssl(tmp_path_factory.mktemp("ssl") / "tiny_wav2vec2")
+
+
 @pytest.fixture
 def single_thread():
     """Tiny models on a shared 2-core machine: one intra-op thread is several times faster

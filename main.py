@@ -42,6 +42,7 @@ from utils import (
     count_parameters,
     load_weights,
     create_optimizer,
+    parameter_groups,
     load_config,
     restore_rng_state,
     rng_state,
@@ -304,8 +305,8 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     train_loader = make_loader(train_set, config["batch_size"], shuffle=True, num_workers=num_workers,
                                generator=generator, drop_last=len(train_set) > config["batch_size"])
     epochs = config["num_epochs"]
-    optimizer, scheduler = create_optimizer(trainable_parameters(model), config["optim_config"],
-                                            epochs * len(train_loader))
+    optimizer, scheduler = create_optimizer(parameter_groups(model, config["optim_config"]),
+                                            config["optim_config"], epochs * len(train_loader))
     criterion = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9], device=device))
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     use_swa = str_to_bool(config.get("swa", True), "swa")

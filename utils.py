@@ -24,9 +24,10 @@ TOP_LEVEL_KEYS = {
     "num_epochs", "loss", "track", "eval_all_best", "eval_output", "cudnn_deterministic_toggle",
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
     "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
+    "augmentation",
 }
 OPTIM_KEYS = {"optimizer", "amsgrad", "base_lr", "lr_min", "betas", "weight_decay", "scheduler",
-              "momentum", "nesterov"}
+              "momentum", "nesterov", "ssl_lr"}
 REQUIRED_KEYS = ("database_path", "batch_size", "num_epochs", "model_config", "optim_config")
 # Modules of models/ that are shared code, not architectures.
 NOT_ARCHITECTURES = {"__init__", "blocks", "ser", "ssl"}
@@ -95,6 +96,12 @@ def validate_config(config: dict) -> None:
                           "(in 'full' mode a batch holds several windows of the same utterance)")
     if config.get("eval_mode", "first") not in ("first", "full"):
         raise ConfigError(f"config key 'eval_mode': expected 'first' or 'full', got {config['eval_mode']!r}")
+    # Training-data augmentation (RawBoost etc.) comes with its own issue; the section is accepted now.
+    if not isinstance(config.get("augmentation", {}), dict):
+        raise ConfigError(f"config key 'augmentation': expected an object, got {config['augmentation']!r}")
+    ssl_lr = config["optim_config"].get("ssl_lr")
+    if ssl_lr is not None and not (isinstance(ssl_lr, (int, float)) and not isinstance(ssl_lr, bool) and ssl_lr > 0):
+        raise ConfigError(f"optim_config.ssl_lr: expected a positive number or null, got {ssl_lr!r}")
     for key in ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa"):
         if key in config:
             str_to_bool(config[key], key)
@@ -116,6 +123,24 @@ def count_parameters(model: nn.Module) -> int:
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     """What the optimiser gets: frozen parts (``requires_grad=False``) are left out entirely."""
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def parameter_groups(model: nn.Module, optim_config: dict) -> list:
+    """The trainable parameters for ``create_optimizer``. With ``optim_config.ssl_lr`` the weights
+    of every self-supervised speech model inside ``model`` (``models.ssl.SSLEncoder.model``) form
+    a second group with that learning rate, the usual lower rate for fine-tuning a large
+    pre-trained encoder; the scheduler scales both groups alike."""
+    trainable = trainable_parameters(model)
+    if optim_config.get("ssl_lr") is None:
+        return trainable
+    from models.ssl import SSLEncoder  # here: models import this module
+
+    ssl_ids = {id(p) for module in model.modules() if isinstance(module, SSLEncoder)
+               for p in module.model.parameters() if p.requires_grad}
+    groups = [{"params": [p for p in trainable if id(p) not in ssl_ids]}]
+    if ssl_ids:  # nothing to add when the SSL model is frozen
+        groups.append({"params": [p for p in trainable if id(p) in ssl_ids], "lr": optim_config["ssl_lr"]})
+    return groups
 
 
 def seed_everything(seed: int, deterministic: bool = True, benchmark: bool = False) -> None:
@@ -148,7 +173,8 @@ def restore_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 def create_optimizer(parameters, optim_config: dict, total_steps: int):
-    """Adam (or SGD) with a per-step cosine decay from ``base_lr`` to ``lr_min``, as in AASIST."""
+    """Adam (or SGD) with a per-step cosine decay from ``base_lr`` to ``lr_min``, as in AASIST.
+    ``parameters``: a list of parameters or of parameter groups (:func:`parameter_groups`)."""
     base_lr = optim_config["base_lr"]
     name = optim_config.get("optimizer", "adam").lower()
     if name == "adam":

@@ -217,6 +217,8 @@ class SSLEncoder(nn.Module):
             raise ConfigError(f"{key.rsplit('.', 1)[0]}.ssl_layers: {ssl_path!r} has hidden states "
                               f"0..{self.num_hidden_states - 1}, got {list(layers)}")
         if layers != "last":
+            # LayerDrop (random layers skipped in training) would change which hidden states exist.
+            self.model.config.layerdrop = 0.0
             count = self.num_hidden_states if layers == "weighted" else len(layers)
             self.layer_weights = nn.Parameter(torch.zeros(count))  # softmax of zeros: the plain mean
         self.frozen = freeze

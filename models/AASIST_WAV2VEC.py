@@ -1,0 +1,82 @@
+"""SSL + AASIST: a self-supervised speech model in front of the AASIST graph back end.
+
+Tak et al., "Automatic speaker verification spoofing and deepfake detection using wav2vec 2.0 and
+data augmentation", Odyssey 2022 (public code: github.com/TakHemlata/SSL_Anti-spoofing). The sinc
+layer of AASIST is replaced by an SSL encoder (XLS-R 300M in the paper, fine-tuned with the rest):
+
+* SSL features (batch, frames, D) -> linear projection to ``filts[0]`` (128) -> as a one-channel
+  map (batch, 1, 128, frames), max-pooled by (3, 3), BatchNorm, SELU;
+* the six-block residual encoder of AASIST without its max-pooling, then BatchNorm and SELU;
+* spectral and temporal attention pooling: a 1x1-conv attention map (conv, SELU, BatchNorm,
+  conv) softmax-normalised over time gives one node per spectral bin, over frequency one node
+  per frame (AASIST takes the maximum of |x| instead);
+* AASIST's graph back end unchanged: graph attention and pooling per domain, the two HS-GAL
+  branches with master nodes, readout, output layer.
+
+Everything but the front end and the attention pooling is inherited from ``models/AASIST.py``;
+module names follow the reference code (``LL``, ``first_bn1``, ``attention``). AASIST's frequency
+augmentation masks sinc bands, which this model does not have, so ``freq_aug`` has no effect here.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import AASIST
+from models.blocks import build_encoder
+from models.ssl import SSLEncoder, validate_ssl_layers
+from utils import ConfigError, str_to_bool
+
+CONFIG_KEYS = (AASIST.CONFIG_KEYS - {"first_conv"}) | {
+    "ssl_path", "ssl_layers", "freeze_ssl", "ssl_gradient_checkpointing"}
+
+
+def validate_model_config(model_config: dict) -> None:
+    """Config-time checks of the SSL keys (nothing is loaded)."""
+    if not model_config.get("ssl_path"):
+        raise ConfigError("config is missing the required key 'model_config.ssl_path' "
+                          "(hub id, local directory or fairseq .pt file)")
+    validate_ssl_layers(model_config.get("ssl_layers", "last"), "model_config.ssl_layers")
+    str_to_bool(model_config.get("freeze_ssl", False), "model_config.freeze_ssl")
+    str_to_bool(model_config.get("ssl_gradient_checkpointing", False), "model_config.ssl_gradient_checkpointing")
+
+
+class Model(AASIST.Model):
+    """SSL front end + AASIST back end; ``forward`` returns ``(last_hidden, logits)``, logit 1 =
+    bona fide. ``freeze_ssl`` defaults to false: the paper fine-tunes the SSL model."""
+
+    def __init__(self, d_args: dict) -> None:
+        # AASIST's constructor builds a sinc layer too (kernel irrelevant): the SSL model replaces it.
+        super().__init__({**d_args, "first_conv": 1})
+        del self.conv_time
+        filts = d_args["filts"]
+        channels = filts[-1][-1]
+        self.ssl_model = SSLEncoder(
+            d_args["ssl_path"], d_args.get("ssl_layers", "last"),
+            freeze=str_to_bool(d_args.get("freeze_ssl", False), "model_config.freeze_ssl"),
+            gradient_checkpointing=str_to_bool(d_args.get("ssl_gradient_checkpointing", False),
+                                               "model_config.ssl_gradient_checkpointing"))
+        self.LL = nn.Linear(self.ssl_model.output_dim, filts[0])
+        self.encoder = build_encoder(filts, pool=None)
+        self.first_bn1 = nn.BatchNorm2d(channels)
+        self.attention = nn.Sequential(
+            nn.Conv2d(channels, 2 * channels, kernel_size=1), nn.SELU(inplace=True),
+            nn.BatchNorm2d(2 * channels), nn.Conv2d(2 * channels, channels, kernel_size=1))
+
+    def front_end(self, x: torch.Tensor, freq_aug: bool = False) -> torch.Tensor:
+        """Waveform (batch, samples) -> map (batch, 1, filts[0] / 3, SSL frames / 3)."""
+        features = self.LL(self.ssl_model(x)).transpose(1, 2).unsqueeze(1)
+        return F.selu(self.first_bn(F.max_pool2d(features, (3, 3))))
+
+    def graph_embedding(self, e: torch.Tensor, on_nodes: AASIST.NodeHook | None = None) -> torch.Tensor:
+        """Encoder output -> utterance embedding, with attention pooling in place of AASIST's max."""
+        e = F.selu(self.first_bn1(e))
+        weights = self.attention(e)
+        nodes_s = (e * torch.softmax(weights, dim=-1)).sum(dim=-1).transpose(1, 2) + self.pos_S
+        nodes_s = self.pool_S(self.GAT_layer_S(nodes_s))
+        nodes_t = (e * torch.softmax(weights, dim=-2)).sum(dim=-2).transpose(1, 2)
+        nodes_t = self.pool_T(self.GAT_layer_T(nodes_t))
+        if on_nodes is not None:
+            nodes_t, nodes_s = on_nodes(nodes_t, nodes_s)
+        return self.graph_readout_from_nodes(nodes_t, nodes_s)

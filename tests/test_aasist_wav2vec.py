@@ -1,0 +1,178 @@
+"""AASIST_WAV2VEC (SSL front end + AASIST back end) on a tiny random SSL model: structure,
+parameter groups, training through main.py (with resume), inference paths, devkit learning."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import inference
+import main as main_module
+from data_utils import la_trials, load_audio, random_crop
+from models.ser import save_with_extractor, tiny_audio_config
+from tests.conftest import REPO
+from tests.test_main import make_config, tiny_la  # noqa: F401  (tiny_la is a fixture)
+from utils import ConfigError, build_model, create_optimizer, load_config, parameter_groups, trainable_parameters
+
+BACK_END = {"filts": [48, [1, 8], [8, 8], [8, 16], [16, 16]], "gat_dims": [16, 16],
+            "pool_ratios": [0.5, 0.5, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0]}
+
+
+def model_config(ssl_dir, **extra) -> dict:
+    return {"architecture": "AASIST_WAV2VEC", "nb_samp": 8000, "ssl_path": str(ssl_dir), **BACK_END, **extra}
+
+
+def test_structure_follows_the_published_model(tiny_ssl_dir, single_thread):
+    config = load_config(REPO / "config/AASIST_WAV2VEC_devkit.conf")["model_config"]
+    model = build_model({**config, "ssl_path": str(tiny_ssl_dir)}).eval()
+    assert model.LL.in_features == 32 and model.LL.out_features == 128
+    assert model.pos_S.shape == (1, 42, 64)  # 128 projected features max-pooled by 3
+    assert not hasattr(model, "conv_time")
+    assert all(isinstance(block[0].pool, torch.nn.Identity) for block in model.encoder)  # no max-pooling
+    names = set(model.state_dict())
+    assert {"LL.weight", "first_bn1.running_mean", "attention.0.weight", "attention.2.weight",
+            "attention.3.weight", "encoder.5.0.conv2.weight", "HtrgGAT_layer_ST22.att_weightM",
+            "out_layer.weight", "ssl_model.layer_weights"} <= names
+    with torch.no_grad():
+        hidden, logits = model(torch.randn(3, 16000))
+    assert hidden.shape == (3, 5 * 32) and logits.shape == (3, 2)
+
+
+def test_frozen_ssl_stays_out_of_training(tiny_ssl_dir, single_thread):
+    model = build_model(model_config(tiny_ssl_dir, freeze_ssl=True))
+    ssl_ids = {id(p) for p in model.ssl_model.model.parameters()}
+    assert not ssl_ids & {id(p) for p in trainable_parameters(model)}
+    groups = parameter_groups(model, {"base_lr": 1e-3, "ssl_lr": 1e-5})
+    assert len(groups) == 1 and len(groups[0]["params"]) == len(trainable_parameters(model))
+    model.train()
+    assert not model.ssl_model.model.training and model.LL.training
+
+
+def test_ssl_lr_makes_a_second_parameter_group(tiny_ssl_dir):
+    model = build_model(model_config(tiny_ssl_dir, ssl_layers="weighted"))
+    optim_config = {"base_lr": 1e-3, "ssl_lr": 1e-5, "lr_min": 1e-6, "scheduler": "cosine"}
+    optimizer, scheduler = create_optimizer(parameter_groups(model, optim_config), optim_config, 10)
+    base, ssl = optimizer.param_groups
+    assert {id(p) for p in ssl["params"]} == {id(p) for p in model.ssl_model.model.parameters()}
+    assert any(p is model.ssl_model.layer_weights for p in base["params"])  # part of the back end
+    assert len(base["params"]) + len(ssl["params"]) == len(list(model.parameters()))
+    assert (base["lr"], ssl["lr"]) == (1e-3, 1e-5)
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    assert ssl["lr"] == pytest.approx(1e-5 * 1e-6 / 1e-3) and base["lr"] == pytest.approx(1e-6)
+    assert parameter_groups(model, {"base_lr": 1e-3}) == trainable_parameters(model)
+
+
+def test_weighted_layers_survive_layerdrop(tmp_path, single_thread):
+    from transformers import AutoModel
+
+    ssl_dir = save_with_extractor(AutoModel.from_config(tiny_audio_config("wav2vec2", 16, 3, layerdrop=0.9)),
+                                  tmp_path / "layerdrop")
+    model = build_model(model_config(ssl_dir, ssl_layers="weighted")).train()
+    for _ in range(3):  # with LayerDrop kept, most passes would list fewer hidden states
+        assert model(torch.randn(2, 8000))[1].shape == (2, 2)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c["model_config"].pop("ssl_path"), "model_config.ssl_path"),
+    (lambda c: c["model_config"].update(ssl_layers="all"), "model_config.ssl_layers"),
+    (lambda c: c["model_config"].update(freeze_ssl="sometimes"), "model_config.freeze_ssl"),
+    (lambda c: c["model_config"].update(first_conv=128), "unknown config key 'model_config.first_conv'"),
+    (lambda c: c["optim_config"].update(ssl_lr=-1), "optim_config.ssl_lr"),
+    (lambda c: c.update(augmentation=["rawboost"]), "'augmentation': expected an object"),
+])
+def test_config_errors(tmp_path, change, message):
+    config = json.loads((REPO / "config/AASIST_WAV2VEC_devkit.conf").read_text())
+    change(config)
+    path = tmp_path / "bad.conf"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_shipped_configs():
+    hub = load_config(REPO / "config/AASIST_WAV2VEC.conf")
+    assert hub["model_config"]["ssl_path"] == "facebook/wav2vec2-xls-r-300m"
+    assert hub["model_config"]["filts"][0] == 128 and hub["batch_size"] == 14
+    assert hub["optim_config"]["base_lr"] == 1e-6 and hub["augmentation"] == {}
+    devkit = load_config(REPO / "config/AASIST_WAV2VEC_devkit.conf")
+    assert devkit["model_config"]["ssl_path"] == "./models/weights/ssl_random_wav2vec2"
+
+
+def test_main_trains_and_resumes_with_two_parameter_groups(tmp_path, tiny_la, tiny_ssl_dir, monkeypatch):
+    config = make_config(tmp_path, tiny_la, model_config=model_config(tiny_ssl_dir, ssl_layers="weighted"),
+                         augmentation={}, swa="True")
+    optim = json.loads(config.read_text())
+    optim["optim_config"]["ssl_lr"] = 1e-4
+    config.write_text(json.dumps(optim))
+    main_module.main(["--config", str(config), "--output_dir", str(tmp_path / "full"), "--seed", "3"])
+    full = next((tmp_path / "full").iterdir())
+    checkpoint = torch.load(full / "checkpoint.pth", weights_only=True)
+    assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]][1] < 1e-4  # decayed ssl_lr
+
+    original = main_module.score_trials
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(main_module, "score_trials", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main_module.main(["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "3"])
+    monkeypatch.setattr(main_module, "score_trials", original)
+    split = next((tmp_path / "split").iterdir())
+    main_module.main(["--resume", str(split)])
+    a = torch.load(full / "weights/final.pth", weights_only=True)
+    b = torch.load(split / "weights/final.pth", weights_only=True)
+    assert any(k.startswith("ssl_model.model.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+    assert (full / "eval_scores.txt").read_text() == (split / "eval_scores.txt").read_text()
+
+
+def test_inference_paths_agree(tiny_ssl_dir, tmp_path, single_thread):
+    model = build_model(model_config(tiny_ssl_dir, ssl_layers="weighted")).eval()
+    x = torch.randn(3, 8000)
+    with torch.no_grad():
+        eager = model(x)[1].numpy()
+    fast = inference.threaded_cpu_forward(inference.optimise_for_cpu(model), 2)(x)
+    np.testing.assert_allclose(fast, eager, atol=1e-4)
+    difference = inference.export_onnx(model, tmp_path / "model.onnx", 8000)
+    assert difference is not None and difference < 1e-4
+
+
+def test_learns_on_devkit_speech(shared_dir, tiny_ssl_dir, single_thread):
+    """Real devkit speech, bona fide vs spoof, half-second crops, from scratch (random tiny SSL
+    model, fine-tuned at ``ssl_lr``): the training loss must fall and fresh crops of the training
+    clips must be ranked mostly right. (Held-out separation needs far more steps than a test has.)"""
+    trials = la_trials(shared_dir / "data/devkit/LA", "train")
+    rng = np.random.default_rng(0)
+    chosen = {label: rng.choice([t for t in trials if t.label == label], 12, replace=False) for label in (0, 1)}
+    audio = {label: [load_audio(t.path) for t in chosen[label]] for label in (0, 1)}
+    torch.manual_seed(0)
+    np.random.seed(0)  # random_crop draws from numpy's global generator
+    model = build_model(model_config(tiny_ssl_dir, ssl_layers="weighted"))
+    optim_config = {"base_lr": 3e-3, "ssl_lr": 3e-4, "scheduler": "none"}
+    optimizer, _ = create_optimizer(parameter_groups(model, optim_config), optim_config, 1)
+    model.train()
+    losses = []
+    for _ in range(150):
+        labels = torch.tensor([0, 1] * 4)
+        waves = [random_crop(audio[int(y)][rng.integers(12)], 8000) for y in labels]
+        loss = F.cross_entropy(model(torch.from_numpy(np.stack(waves)).float())[1], labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    print(f"devkit loss: first 30 steps {np.mean(losses[:30]):.3f}, last 30 {np.mean(losses[-30:]):.3f}")
+    assert np.mean(losses[-30:]) < 0.75 * np.mean(losses[:30]), losses
+    model.eval()
+    with torch.no_grad():
+        scores = {label: model(torch.from_numpy(np.stack([random_crop(a, 8000) for a in audio[label]])).float())[1]
+                  for label in (0, 1)}
+    margin = {label: (s[:, 1] - s[:, 0]).numpy() for label, s in scores.items()}
+    ranked_right = (margin[1][:, None] > margin[0][None, :]).mean()
+    assert ranked_right > 0.7, ranked_right

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.blocks import (
@@ -21,6 +20,7 @@ from models.blocks import (
     build_encoder,
     graph_readout,
     hs_gal_branch,
+    sinc_front_end,
 )
 
 BlockHook = Callable[[int, torch.Tensor], torch.Tensor]
@@ -45,7 +45,6 @@ class Model(nn.Module):
 
         self.conv_time = SincConv(filts[0], d_args["first_conv"])
         self.first_bn = nn.BatchNorm2d(1)
-        self.selu = nn.SELU(inplace=True)
         self.encoder = build_encoder(filts)
         self.drop = nn.Dropout(0.5)
         self.drop_way = nn.Dropout(0.2)
@@ -74,9 +73,7 @@ class Model(nn.Module):
 
     def front_end(self, x: torch.Tensor, freq_aug: bool = False) -> torch.Tensor:
         """Waveform (batch, samples) -> spectro-temporal map (batch, 1, filters/3, frames/3)."""
-        x = self.conv_time(x.unsqueeze(1), mask_band=freq_aug).unsqueeze(1)
-        x = F.max_pool2d(x.abs(), (3, 3))
-        return self.selu(self.first_bn(x))
+        return sinc_front_end(self.conv_time, self.first_bn, x, freq_aug)
 
     def encode(self, x: torch.Tensor, freq_aug: bool = False,
                after_block: BlockHook | None = None) -> torch.Tensor:

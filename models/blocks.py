@@ -60,6 +60,15 @@ class SincConv(nn.Module):
         return F.conv1d(x, filters)
 
 
+def sinc_front_end(conv_time: SincConv, first_bn: nn.BatchNorm2d, x: torch.Tensor,
+                   freq_aug: bool = False) -> torch.Tensor:
+    """AASIST front end: waveform (batch, samples) -> |sinc filterbank| max-pooled by (3, 3),
+    BatchNorm, SELU: a (batch, 1, filters/3, frames/3) spectro-temporal map."""
+    x = conv_time(x.unsqueeze(1), mask_band=freq_aug).unsqueeze(1)
+    x = F.max_pool2d(x.abs(), (3, 3))
+    return F.selu(first_bn(x))
+
+
 class ResidualBlock(nn.Module):
     """2-D residual block of the AASIST encoder (named ``Residual_block`` in the reference).
 
@@ -204,9 +213,10 @@ class GraphPool(nn.Module):
         self.proj = nn.Linear(in_dim, 1)
         self.drop = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        """``keep`` (if given) is the number of nodes to keep instead of ``ratio`` of them."""
         scores = torch.sigmoid(self.proj(self.drop(h)))
-        keep = max(int(h.size(1) * self.k), 1)
+        keep = max(int(h.size(1) * self.k), 1) if keep is None else keep
         _, idx = torch.topk(scores, keep, dim=1)
         return torch.gather(h * scores, 1, idx.expand(-1, -1, h.size(-1)))
 
@@ -214,14 +224,15 @@ class GraphPool(nn.Module):
 def hs_gal_branch(
     first: HtrgGraphAttentionLayer,
     second: HtrgGraphAttentionLayer,
-    pool_s: GraphPool,
-    pool_t: GraphPool,
+    pool_s: nn.Module,
+    pool_t: nn.Module,
     nodes_t: torch.Tensor,
     nodes_s: torch.Tensor,
     master: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One of AASIST's two parallel HS-GAL branches: HS-GAL, graph pooling, a second HS-GAL
-    whose output is added back (residual)."""
+    whose output is added back (residual). With ``nn.Identity`` pools it is AMSDF's
+    heterogeneous graph fusion of two views."""
     out_t, out_s, master = first(nodes_t, nodes_s, master=master)
     out_s, out_t = pool_s(out_s), pool_t(out_t)
     aug_t, aug_s, aug_master = second(out_t, out_s, master=master)

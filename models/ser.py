@@ -81,6 +81,15 @@ def _mel_filterbank() -> torch.Tensor:
     return torch.tensor(filters)
 
 
+def _dft_basis() -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosines and sines of the N_FFT-point real DFT over a frame's FRAME_LENGTH samples (the rest
+    of the N_FFT points are zero padding), each (FRAME_LENGTH, N_FFT // 2 + 1), float64. The power
+    spectrum as two matrix products equals ``torch.fft.rfft``'s and, unlike it, exports to ONNX."""
+    phase = torch.outer(torch.arange(FRAME_LENGTH), torch.arange(N_FFT // 2 + 1)) % N_FFT
+    angle = 2 * math.pi * phase.double() / N_FFT
+    return torch.cos(angle), torch.sin(angle)
+
+
 def _deltas(features: torch.Tensor) -> torch.Tensor:
     """Regression deltas over +-2 frames along axis 1, edges repeated (python_speech_features.delta)."""
     padded = F.pad(features.transpose(1, 2), (DELTA_SPAN, DELTA_SPAN), mode="replicate").transpose(1, 2)
@@ -105,8 +114,10 @@ def acrnn_features(wave: torch.Tensor) -> torch.Tensor:
     x = torch.cat([x[:, :1], x[:, 1:] - PRE_EMPHASIS * x[:, :-1]], dim=1)
     n_frames = 1 + math.ceil((ACRNN_SAMPLES - FRAME_LENGTH) / FRAME_STEP)
     x = F.pad(x, (0, (n_frames - 1) * FRAME_STEP + FRAME_LENGTH - ACRNN_SAMPLES))
-    frames = x.unfold(1, FRAME_LENGTH, FRAME_STEP)
-    power = torch.fft.rfft(frames, n=N_FFT).abs().pow(2) / N_FFT
+    starts = torch.arange(n_frames, device=x.device) * FRAME_STEP
+    frames = x[:, starts[:, None] + torch.arange(FRAME_LENGTH, device=x.device)]
+    cos, sin = (basis.to(x.device) for basis in _dft_basis())
+    power = ((frames @ cos).pow(2) + (frames @ sin).pow(2)) / N_FFT
     energies = power @ _mel_filterbank().to(power.device).T
     log_mel = torch.where(energies == 0, torch.finfo(torch.float64).eps, energies).log()
     delta = _deltas(log_mel)

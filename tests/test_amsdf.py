@@ -1,0 +1,184 @@
+"""AMSDF: node-set shapes, frozen SSL and SER stay bit-identical under training, the model fits
+devkit clips, and it runs through main.py (train, --eval with per-attack and per-emotion reports)
+and inference.py (optimised, eager and ONNX)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import inference
+import main as main_module
+from data_utils import la_trials, load_audio
+from tests.conftest import REPO
+from utils import ConfigError, build_model, load_config, trainable_parameters, validate_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY = {
+    "architecture": "AMSDF", "nb_samp": 8000, "first_conv": 32, "filts": [20, [1, 4], [4, 4], [4, 8], [8, 8]],
+    "gat_dim": 16, "text_dim": 32, "emotion_pool": [3, 1],
+}
+TINY_ACRNN = {"backend": "acrnn", "ser_path": None, "acrnn_dims": [8, 16, 32, 16]}
+
+
+def amsdf(ssl_dir, ser_config=None, **extra) -> torch.nn.Module:
+    return build_model({**TINY, "ssl_path": str(ssl_dir), "ser_config": ser_config or TINY_ACRNN, **extra})
+
+
+def waves(n: int, samples: int = 8000, seed: int = 0) -> torch.Tensor:
+    return torch.tensor(np.random.default_rng(seed).standard_normal((n, samples)), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("backend", ["acrnn", "hf"])
+def test_shapes_and_equal_view_node_counts(tiny_ssl_dir, tiny_ser_dir, backend):
+    ser = TINY_ACRNN if backend == "acrnn" else {"backend": "hf", "ser_path": str(tiny_ser_dir), "layer": -1}
+    torch.manual_seed(0)
+    model = amsdf(tiny_ssl_dir, ser, nb_samp=16000).eval()
+    x = waves(3, 16000)
+    with torch.no_grad():
+        hidden, logits = model(x)
+        views = model.views(x)
+        raw_audio = model.audio_view(x)
+    assert hidden.shape == (3, 6 * 16) and logits.shape == (3, 2)
+    # 1 s of audio: 7 audio-encoder frames, the fewest of the three views, so every view keeps 7.
+    assert raw_audio.shape == (3, 7, 8)
+    assert {name: tuple(v.shape) for name, v in views.items()} == {name: (3, 7, 16) for name in ("audio", "text", "emotion")}
+    assert torch.isfinite(logits).all()
+    with torch.no_grad():
+        assert {tuple(v.shape) for v in amsdf(tiny_ssl_dir, ser, view_nodes=4).eval().views(waves(2)).values()} == {(2, 3, 16)}
+
+
+def state_of(module: torch.nn.Module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_ssl_and_ser_stay_unchanged(tiny_ssl_dir, freeze):
+    torch.manual_seed(0)
+    ser_config = {**TINY_ACRNN, "freeze": freeze}
+    model = amsdf(tiny_ssl_dir, ser_config, freeze_ssl=freeze)
+    ssl_before, ser_before = state_of(model.ssl), state_of(model.ser)
+    head_before = state_of(model.fusion)
+    trainable = {id(p) for p in trainable_parameters(model)}
+    assert all((id(p) in trainable) != freeze for p in [*model.ssl.parameters(), *model.ser.parameters()])
+    optimizer = torch.optim.Adam(trainable_parameters(model), lr=1e-2)
+    model.train()
+    assert model.ssl.model.training != freeze and model.ser.encoder.training != freeze
+    rng = np.random.default_rng(0)
+    for step in range(3):
+        loss = F.cross_entropy(model(waves(4, seed=step))[1], torch.tensor(rng.integers(0, 2, 4)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    unchanged = [all(torch.equal(before[k], after[k]) for k in before)
+                 for before, after in ((ssl_before, state_of(model.ssl)), (ser_before, state_of(model.ser)))]
+    assert unchanged == [freeze, freeze]
+    assert not all(torch.equal(head_before[k], v) for k, v in state_of(model.fusion).items())
+
+
+def test_config_checks():
+    base = load_config(REPO / "config/AMSDF.conf")
+    assert base["model_config"]["ssl_path"] == "facebook/wav2vec2-xls-r-300m"
+    assert base["model_config"]["ser_config"]["backend"] == "acrnn"
+    devkit = load_config(REPO / "config/AMSDF_devkit.conf")
+    assert devkit["model_config"]["ssl_path"] == "./models/weights/ssl_random_wav2vec2"
+    for change, message in [
+        ({"ser_config": {"backend": "hf", "ser_path": "x", "layer": "penultimate"}}, "frame-level"),
+        ({"text_pool": [4]}, "model_config.text_pool"),
+        ({"view_nodes": 0}, "model_config.view_nodes"),
+        ({"temperatures": [2.0]}, "model_config.temperatures"),
+        ({"ssl_layers": "first"}, "model_config.ssl_layers"),
+        ({"gat_dims": [64, 32]}, "unknown config key 'model_config.gat_dims'"),
+    ]:
+        config = json.loads(json.dumps(devkit))
+        config["model_config"].update(change)
+        with pytest.raises(ConfigError, match=message):
+            validate_config(config)
+
+
+def test_fits_devkit_clips(shared_dir, tiny_ssl_dir):
+    """Real speech against TTS: on 16 fixed half-second devkit clips (8 bona fide, 8 spoof) the
+    training loss must fall well below where it starts. (Generalisation needs far more steps.)"""
+    trials = la_trials(shared_dir / "data/devkit/LA", "train")
+    chosen = [t for t in trials if t.label == 1][:8] + [t for t in trials if t.label == 0][:8]
+    x_all = torch.tensor(np.stack([np.resize(load_audio(t.path), 8000) for t in chosen]), dtype=torch.float32)
+    y_all = torch.tensor([t.label for t in chosen])
+    torch.manual_seed(0)
+    model = amsdf(tiny_ssl_dir).train()
+    optimizer = torch.optim.Adam(trainable_parameters(model), lr=1e-2)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(60):
+        idx = torch.tensor(rng.choice(len(chosen), 8, replace=False))
+        loss = F.cross_entropy(model(x_all[idx], Freq_aug=True)[1], y_all[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), np.round(losses, 3)
+
+
+def small_devkit(shared_dir, root):
+    """A few devkit trials in the LA layout (protocol subsets, audio and ASV scores linked)."""
+    devkit = shared_dir / "data/devkit/LA"
+    protocols = root / "ASVspoof2019_LA_cm_protocols"
+    protocols.mkdir(parents=True)
+    (root / "ASVspoof2019_LA_asv_scores").symlink_to(devkit / "ASVspoof2019_LA_asv_scores")
+    for split, name, keep in (("train", "train.trn", 8), ("dev", "dev.trl", 6), ("eval", "eval.trl", 6)):
+        (root / f"ASVspoof2019_LA_{split}").mkdir()
+        (root / f"ASVspoof2019_LA_{split}" / "flac").symlink_to(devkit / f"ASVspoof2019_LA_{split}" / "flac")
+        lines = (devkit / f"ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{name}.txt").read_text().splitlines()
+        bonafide = [line for line in lines if line.endswith("bonafide")][:keep]
+        by_attack = {}
+        for line in lines:
+            if line.endswith("spoof") and len(by_attack.setdefault(line.split()[3], [])) < 2:
+                by_attack[line.split()[3]].append(line)
+        spoof = [line for group in by_attack.values() for line in group][:keep if split == "train" else None]
+        (protocols / f"ASVspoof2019.LA.cm.{name}.txt").write_text("\n".join(bonafide + spoof) + "\n")
+    return root
+
+
+def test_main_and_inference_run_amsdf(shared_dir, tiny_ssl_dir, tmp_path):
+    config = json.loads((REPO / "config/AMSDF_devkit.conf").read_text())
+    config["model_config"].update({**TINY, "ssl_path": str(tiny_ssl_dir), "ser_config": TINY_ACRNN})
+    config.update(database_path=str(small_devkit(shared_dir, tmp_path / "LA")),
+                  emo_dataset=str(shared_dir / "data/devkit/DSES"), num_epochs=1, batch_size=8,
+                  num_workers=0, eval_mode="first", swa=False)
+    config_path = tmp_path / "amsdf.conf"
+    config_path.write_text(json.dumps(config))
+
+    main_module.main(["--config", str(config_path), "--output_dir", str(tmp_path / "runs")])
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert len(list(csv.DictReader(open(run_dir / "metrics.csv")))) == 1
+    report = json.loads((run_dir / "eval_report.json").read_text())
+    assert set(report["la_eval"]["per_attack"]) == {"T01", "T03", "T06", "V01", "V03", "V04"}
+    assert report["la_eval"]["min_tdcf"] is not None
+    assert set(report["emotional_set"]["per_emotion"]) == {"angry", "happy", "neutral", "sad", "surprised"}
+    weights = run_dir / "weights/final.pth"
+
+    main_module.main(["--config", str(config_path), "--eval", "--eval_model_weights", str(weights),
+                      "--output_dir", str(tmp_path / "eval"), "--comment", "again"])
+    again = json.loads(next((tmp_path / "eval").iterdir()).joinpath("eval_report.json").read_text())
+    assert again["la_eval"]["eer"] == pytest.approx(report["la_eval"]["eer"])
+
+    scores = {}
+    for mode in ([], ["--eager"]):
+        output = tmp_path / f"scores{len(mode)}.tsv"
+        code = inference.main(["--config", str(config_path), "--test_dir", str(shared_dir / "examples"),
+                               "--weights", str(weights), "--output_file", str(output), "--num_workers", "0",
+                               "--no_progress", *mode])
+        assert code == 0
+        scores[len(mode)] = [float(row["score"]) for row in csv.DictReader(open(output), delimiter="\t")]
+    assert len(scores[0]) == 4
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-4)
+
+    onnx_path = tmp_path / "amsdf.onnx"
+    assert inference.main(["--config", str(config_path), "--weights", str(weights), "--export-onnx", str(onnx_path)]) == 0
+    output = tmp_path / "scores_onnx.tsv"
+    assert inference.main(["--config", str(config_path), "--test_dir", str(shared_dir / "examples"), "--onnx",
+                           str(onnx_path), "--output_file", str(output), "--num_workers", "0", "--no_progress"]) == 0
+    onnx_scores = [float(row["score"]) for row in csv.DictReader(open(output), delimiter="\t")]
+    np.testing.assert_allclose(onnx_scores, scores[1], atol=1e-4)

@@ -310,7 +310,8 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     criterion = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.9], device=device))
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     use_swa = str_to_bool(config.get("swa", True), "swa")
-    swa_model = AveragedModel(model)
+    # No SWA, no copy: for models with a large SSL encoder the average is a second full model.
+    swa_model = AveragedModel(model) if use_swa else None
     freq_aug = str_to_bool(config.get("freq_aug", False), "freq_aug")
     eval_all_best = str_to_bool(config.get("eval_all_best", False), "eval_all_best")
     skips = SkipReport(tqdm.write)
@@ -321,7 +322,8 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
-        swa_model.load_state_dict(resume["swa_model"])
+        if swa_model is not None:
+            swa_model.load_state_dict(resume["swa_model"])
         restore_rng_state(_numpy_state_from_lists(resume["rng"]), generator)
         start_epoch, best_eer, best_tdcf, rows = resume["epoch"], resume["best_eer"], resume["best_tdcf"], resume["rows"]
         tqdm.write(f"resuming {run_dir} after epoch {start_epoch}")
@@ -341,7 +343,7 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
         if improved:
             best_eer = dev["eer"]
             torch.save(model.state_dict(), weights_dir / "best.pth")
-            if use_swa:
+            if swa_model is not None:
                 swa_model.update_parameters(model)
             if eval_all_best:  # reported for information only; never used to select a model
                 eval_report = evaluate_eval_set(model, config, device, run_dir)
@@ -353,7 +355,7 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
         save_atomic({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "swa_model": swa_model.state_dict(), "rng": _numpy_state_to_lists(rng_state(generator)),
+            "swa_model": None if swa_model is None else swa_model.state_dict(), "rng": _numpy_state_to_lists(rng_state(generator)),
             "epoch": epoch, "seed": seed, "best_eer": best_eer, "best_tdcf": best_tdcf, "rows": rows,
         }, run_dir / CHECKPOINT)
         write_metrics_csv(run_dir / "metrics.csv", [_complete(r, rows) for r in rows])
@@ -379,13 +381,13 @@ def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch
         module.load_state_dict(state)
 
 
-def finalise(config: dict, model: nn.Module, swa_model: AveragedModel, train_loader, dev_trials,
+def finalise(config: dict, model: nn.Module, swa_model: AveragedModel | None, train_loader, dev_trials,
              dev_asv, best_eer: float, run_dir: Path, device: torch.device, skips: SkipReport) -> None:
     """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it on LA eval."""
     weights_dir = run_dir / "weights"
     model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
     summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth"}
-    if swa_model.n_averaged.item() > 0:
+    if swa_model is not None and swa_model.n_averaged.item() > 0:
         update_bn_of_trainable(train_loader, swa_model, device)
         swa_scores = score_trials(swa_model.module, dev_trials, config, device, skips, "swa dev")
         swa_eer = metrics_for(dev_trials, swa_scores, dev_asv)["eer"]

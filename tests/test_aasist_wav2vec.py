@@ -101,9 +101,9 @@ def test_shipped_configs():
     assert devkit["model_config"]["ssl_path"] == "./models/weights/ssl_random_wav2vec2"
 
 
-def test_main_trains_and_resumes_with_two_parameter_groups(tmp_path, tiny_la, tiny_ssl_dir, monkeypatch):
+def test_main_trains_and_resumes_with_two_parameter_groups_without_swa(tmp_path, tiny_la, tiny_ssl_dir, monkeypatch):
     config = make_config(tmp_path, tiny_la, model_config=model_config(tiny_ssl_dir, ssl_layers="weighted"),
-                         augmentation={}, swa="True")
+                         augmentation={}, swa="False")
     optim = json.loads(config.read_text())
     optim["optim_config"]["ssl_lr"] = 1e-4
     config.write_text(json.dumps(optim))
@@ -111,6 +111,7 @@ def test_main_trains_and_resumes_with_two_parameter_groups(tmp_path, tiny_la, ti
     full = next((tmp_path / "full").iterdir())
     checkpoint = torch.load(full / "checkpoint.pth", weights_only=True)
     assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]][1] < 1e-4  # decayed ssl_lr
+    assert checkpoint["swa_model"] is None and not (full / "weights/swa.pth").exists()  # no SWA copy
 
     original = main_module.score_trials
     calls = {"n": 0}

@@ -355,7 +355,8 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
         save_atomic({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "swa_model": None if swa_model is None else swa_model.state_dict(), "rng": _numpy_state_to_lists(rng_state(generator)),
+            "swa_model": None if swa_model is None else swa_model.state_dict(),
+            "rng": _numpy_state_to_lists(rng_state(generator)),
             "epoch": epoch, "seed": seed, "best_eer": best_eer, "best_tdcf": best_tdcf, "rows": rows,
         }, run_dir / CHECKPOINT)
         write_metrics_csv(run_dir / "metrics.csv", [_complete(r, rows) for r in rows])

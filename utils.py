@@ -225,12 +225,17 @@ def load_weights(model: nn.Module, path: Path, device: torch.device, ignore_pref
         raise ConfigError(f"{path}: not a loadable state dict ({str(err).splitlines()[0]})") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: expected a state dict, found {type(state).__name__}")
-    state = {key: value for key, value in state.items() if not key.startswith(ignore_prefixes)}
+    load_state_strictly(model, {key: value for key, value in state.items() if not key.startswith(ignore_prefixes)},
+                        f"{path}: weights do not fit the model")
+
+
+def load_state_strictly(model: nn.Module, state: dict, problem: str) -> None:
+    """``model.load_state_dict(state)`` with every key required; a mismatch is one ConfigError,
+    ``problem`` followed by the missing and unexpected keys or the first shape conflict."""
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:
         conflict = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
-        raise ConfigError(f"{path}: weights do not fit the model ({conflict})") from None
+        raise ConfigError(f"{problem} ({conflict})") from None
     if missing or unexpected:
-        raise ConfigError(f"{path}: weights do not fit the model (missing keys: {missing[:5]}, "
-                          f"unexpected keys: {unexpected[:5]})")
+        raise ConfigError(f"{problem} (missing keys: {missing[:5]}, unexpected keys: {unexpected[:5]})")

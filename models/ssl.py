@@ -24,7 +24,7 @@ from torch import nn
 
 from data_utils import SAMPLE_RATE
 from models.ser import freeze_, load_hf_audio_model, prepare_waveform, save_with_extractor, tiny_audio_config
-from utils import ConfigError
+from utils import ConfigError, load_state_strictly
 
 # fairseq wav2vec 2.0 parameter names -> transformers Wav2Vec2Model names; the first matching rule
 # applies. Conv block i of fairseq is Sequential(conv, dropout, norm, GELU); in "layer_norm" mode the
@@ -171,14 +171,7 @@ def load_fairseq_wav2vec2(path: Path) -> tuple[nn.Module, int, bool]:
     if "feature_projection.projection.weight" not in state:  # fairseq omits it when the sizes agree
         state["feature_projection.projection.weight"] = torch.eye(config.hidden_size)
         state["feature_projection.projection.bias"] = torch.zeros(config.hidden_size)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        conflict = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
-        raise ConfigError(f"{path}: fairseq weights do not fit the mapped model ({conflict})") from None
-    if missing or unexpected:
-        raise ConfigError(f"{path}: fairseq weights do not fit the mapped model (missing keys: {missing[:5]}, "
-                          f"unexpected keys: {unexpected[:5]})")
+    load_state_strictly(model, state, f"{path}: fairseq weights do not fit the mapped model")
     return model, int(task_cfg.get("sample_rate", SAMPLE_RATE)), bool(task_cfg.get("normalize", False))
 
 

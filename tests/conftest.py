@@ -51,6 +51,27 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+def interrupted_run(monkeypatch, main_args: list[str], call: int = 2) -> None:
+    """Run ``main.main(main_args)`` and stop it as a kill would (KeyboardInterrupt) at the
+    ``call``-th ``score_trials`` call, i.e. during dev scoring of epoch ``call``; the checkpoint of
+    the epochs before stays for ``--resume``."""
+    import main as main_module
+
+    original = main_module.score_trials
+    calls = {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(main_module, "score_trials", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        main_module.main(main_args)
+    monkeypatch.setattr(main_module, "score_trials", original)
+
+
 def assert_learns(model, make_batch, steps: int, lr: float, n_test: int) -> None:
     """Adam on fresh batches from ``make_batch(n, rng)`` must halve the loss and, in eval mode,
     rank every held-out bona fide clip above every spoof clip by logit 1 - logit 0."""

@@ -11,7 +11,7 @@ import inference
 import main as main_module
 from data_utils import la_trials, load_audio, random_crop
 from models.ser import save_with_extractor, tiny_audio_config
-from tests.conftest import REPO
+from tests.conftest import REPO, interrupted_run
 from tests.test_main import make_config, tiny_la  # noqa: F401  (tiny_la is a fixture)
 from utils import ConfigError, build_model, create_optimizer, load_config, parameter_groups, trainable_parameters
 
@@ -113,19 +113,7 @@ def test_main_trains_and_resumes_with_two_parameter_groups_without_swa(tmp_path,
     assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]][1] < 1e-4  # decayed ssl_lr
     assert checkpoint["swa_model"] is None and not (full / "weights/swa.pth").exists()  # no SWA copy
 
-    original = main_module.score_trials
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(main_module, "score_trials", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main_module.main(["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "3"])
-    monkeypatch.setattr(main_module, "score_trials", original)
+    interrupted_run(monkeypatch, ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "3"])
     split = next((tmp_path / "split").iterdir())
     main_module.main(["--resume", str(split)])
     a = torch.load(full / "weights/final.pth", weights_only=True)

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 import main as main_module
-from tests.conftest import REPO
+from tests.conftest import REPO, interrupted_run
 
 TINY_MODEL = {
     "architecture": "AASIST", "nb_samp": 8000, "first_conv": 32,
@@ -113,19 +113,7 @@ def test_train_then_resume_matches_uninterrupted_run(tmp_path, tiny_la, monkeypa
     assert len((full / "eval_scores.txt").read_text().splitlines()) == 8
 
     # Interrupt a second run after epoch 1 (dev scoring of epoch 2 fails), then resume it.
-    original = main_module.score_trials
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(main_module, "score_trials", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main_module.main(["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "7"])
-    monkeypatch.setattr(main_module, "score_trials", original)
+    interrupted_run(monkeypatch, ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "7"])
     split = next((tmp_path / "split").iterdir())
     assert torch.load(split / "checkpoint.pth", weights_only=True)["epoch"] == 1
     main_module.main(["--resume", str(split)])

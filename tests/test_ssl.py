@@ -181,6 +181,19 @@ def test_fairseq_checkpoint_maps_onto_the_same_model(tmp_path, single_thread, st
     torch.testing.assert_close(SSLEncoder(str(path), "last")(_wave()), expected.last_hidden_state, rtol=0, atol=1e-5)
 
 
+def test_fairseq_weights_that_do_not_fit_are_one_line_error(tmp_path):
+    from transformers import Wav2Vec2Model
+
+    path = tmp_path / "checkpoint.pt"
+    _write_fairseq_checkpoint(Wav2Vec2Model(tiny_audio_config("wav2vec2", 32, 1)), path, "cfg")
+    checkpoint = torch.load(path, weights_only=False)
+    del checkpoint["model"]["encoder.layers.0.fc1.weight"]
+    torch.save(checkpoint, path)
+    with pytest.raises(ConfigError, match=r"do not fit the mapped model \(missing keys: "
+                                          r"\['encoder.layers.0.feed_forward.intermediate_dense.weight'\]"):
+        SSLEncoder(str(path))
+
+
 class _Opaque:
     """Stands for objects a safe loader must not unpickle (e.g. omegaconf containers)."""
 

@@ -118,14 +118,14 @@ class FrameNodes(nn.Module):
     windows of ``pool`` = (frames, features), BatchNorm per feature, SELU (AMSDF's text and
     emotion view heads)."""
 
-    def __init__(self, in_dim: int, pool: list[int], projected_dim: int | None = None) -> None:
+    def __init__(self, in_dim: int, pool: list[int], projected_dim: int | None = None, key: str = "") -> None:
         super().__init__()
         self.proj = nn.Linear(in_dim, projected_dim) if projected_dim else nn.Identity()
         self.pool = tuple(pool)
         self.out_dim = (projected_dim or in_dim) // self.pool[1]
         if self.out_dim < 1:
-            raise ConfigError(f"model_config: a feature pool of {self.pool[1]} leaves no features of "
-                              f"{projected_dim or in_dim}")
+            raise ConfigError(f"model_config.{key}: a feature pool of {self.pool[1]} leaves none of the "
+                              f"{projected_dim or in_dim} features")
         self.bn = nn.BatchNorm1d(self.out_dim)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -181,9 +181,10 @@ class Model(nn.Module):
         self.ssl = SSLEncoder(d_args["ssl_path"], layers=_setting(d_args, "ssl_layers"),
                               freeze=str_to_bool(_setting(d_args, "freeze_ssl")),
                               gradient_checkpointing=str_to_bool(_setting(d_args, "ssl_gradient_checkpointing")))
-        self.text_nodes = FrameNodes(self.ssl.output_dim, _setting(d_args, "text_pool"), _setting(d_args, "text_dim"))
+        self.text_nodes = FrameNodes(self.ssl.output_dim, _setting(d_args, "text_pool"), _setting(d_args, "text_dim"),
+                                     key="text_pool")
         self.ser = SERBranch(d_args["ser_config"])
-        self.emotion_nodes = FrameNodes(self.ser.embedding_dim, _setting(d_args, "emotion_pool"))
+        self.emotion_nodes = FrameNodes(self.ser.embedding_dim, _setting(d_args, "emotion_pool"), key="emotion_pool")
 
         view_dims = {"audio": self.audio_view.out_dim, "text": self.text_nodes.out_dim,
                      "emotion": self.emotion_nodes.out_dim}

@@ -99,6 +99,11 @@ def test_config_checks():
             validate_config(config)
 
 
+def test_feature_pool_wider_than_the_features_is_a_config_error(tiny_ssl_dir):
+    with pytest.raises(ConfigError, match="model_config.emotion_pool: a feature pool of 64 leaves none of the 32"):
+        amsdf(tiny_ssl_dir, emotion_pool=[3, 64])
+
+
 def test_fits_devkit_clips(shared_dir, tiny_ssl_dir):
     """Real speech against TTS: on 16 fixed half-second devkit clips (8 bona fide, 8 spoof) the
     training loss must fall well below where it starts. (Generalisation needs far more steps.)"""

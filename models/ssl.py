@@ -181,8 +181,8 @@ class SSLEncoder(nn.Module):
     ``layers``: ``"last"`` (the model's output), ``"weighted"`` (a learned softmax-weighted sum of
     all hidden states, as in SUPERB: 0 = transformer input, i = output of layer i, the last one
     being the model's output) or a list of hidden-state indices combined the same way (a
-    one-element list selects that layer). The input is resampled
-    and normalised as the checkpoint's feature extractor (or fairseq task config) says.
+    one-element list selects that layer). The input is resampled and normalised as the
+    checkpoint's feature extractor (or fairseq task config) says.
     ``gradient_checkpointing`` trades compute for memory when the SSL model is fine-tuned.
     """
 

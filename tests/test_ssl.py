@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.ser import prepare_waveform, tiny_audio_config
+from models.ser import prepare_waveform, save_with_extractor, tiny_audio_config
 from models.ssl import SSLEncoder, save_random_ssl
 from utils import ConfigError
 
@@ -77,6 +77,21 @@ def test_fine_tuning_with_gradient_checkpointing_matches_plain_backprop(tiny_ssl
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
+
+
+def test_no_time_masking_when_fine_tuning(tmp_path, single_thread):
+    """Checkpoints ask for SpecAugment-style masking (pre-training); the countermeasure must see
+    unmasked features, so with dropout off a training-mode pass equals an eval-mode one."""
+    from transformers import AutoModel
+
+    config = tiny_audio_config("wav2vec2", 16, 2, mask_time_prob=0.5, mask_time_length=2, hidden_dropout=0.0,
+                               attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0)
+    encoder = SSLEncoder(str(save_with_extractor(AutoModel.from_config(config), tmp_path / "masking")), freeze=False)
+    wave = _wave()
+    with torch.no_grad():
+        training = encoder.train()(wave)
+        evaluation = encoder.eval()(wave)
+    torch.testing.assert_close(training, evaluation)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -65,9 +65,12 @@ def _setting(model_config: dict, key: str):
     return model_config.get(key, DEFAULTS[key])
 
 
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _positive_ints(value: object, count: int, key: str) -> None:
-    if not (isinstance(value, (list, tuple)) and len(value) == count
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+    if not (isinstance(value, (list, tuple)) and len(value) == count and all(map(_is_positive_int, value))):
         raise ConfigError(f"model_config.{key}: expected {count} positive integers, got {value!r}")
 
 
@@ -86,7 +89,8 @@ def validate_model_config(model_config: dict) -> None:
     for key in ("text_pool", "emotion_pool"):
         _positive_ints(_setting(model_config, key), 2, key)
     for key in ("gat_dim", "view_nodes", "text_dim"):
-        _positive_ints([_setting(model_config, key)], 1, key)
+        if not _is_positive_int(_setting(model_config, key)):
+            raise ConfigError(f"model_config.{key}: expected a positive integer, got {model_config[key]!r}")
     temperatures = _setting(model_config, "temperatures")
     if not (isinstance(temperatures, list) and len(temperatures) == 2
             and all(isinstance(t, (int, float)) and t > 0 for t in temperatures)):

@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 import numpy as np
 import torch
@@ -65,8 +66,9 @@ def import_architecture(name: str) -> ModuleType:
                           f"(known: {', '.join(known)})") from None
 
 
-def load_config(path: str | Path) -> dict:
-    """Read and validate a JSON config; every problem is a one-line ``ConfigError``."""
+def load_config(path: str | Path, validate: Callable[[dict], None] | None = None) -> dict:
+    """Read and validate a JSON config (with ``validate``, default :func:`validate_config`, the
+    countermeasure configs' checks); every problem is a one-line ``ConfigError``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -74,7 +76,7 @@ def load_config(path: str | Path) -> dict:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: invalid JSON ({err})") from None
-    validate_config(config)
+    (validate or validate_config)(config)
     return config
 
 

@@ -3,7 +3,7 @@
     python train_ser.py --config config/SER_wav2vec2.conf          # fine-tune a wav2vec 2.0-family model
     python train_ser.py --config config/SER_wav2vec2.conf --eval   # report model_path on the test split
     python train_ser.py --config config/SER_egemaps_rf.conf        # eGeMAPS + random-forest baseline
-    python train_ser.py --resume exp_result/SER_wav2vec2            # continue an interrupted run
+    python train_ser.py --resume exp_result/SER_wav2vec2           # continue an interrupted run
     python train_ser.py --predict my_audio/ --model DIR            # per-file emotion probabilities (TSV)
 
 The corpus is RAVDESS speech (Livingstone & Russo, PLoS ONE 2018): files named

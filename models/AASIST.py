@@ -43,9 +43,8 @@ class Model(nn.Module):
         temperatures = d_args["temperatures"]
         encoder_dim = filts[-1][-1]
 
-        self.conv_time = SincConv(filts[0], d_args["first_conv"])
+        self.build_front_end(d_args)
         self.first_bn = nn.BatchNorm2d(1)
-        self.encoder = build_encoder(filts)
         self.drop = nn.Dropout(0.5)
         self.drop_way = nn.Dropout(0.2)
 
@@ -70,6 +69,11 @@ class Model(nn.Module):
         self.pool_hT2 = GraphPool(pool_ratios[2], gat_dims[1], 0.3)
 
         self.out_layer = nn.Linear(5 * gat_dims[1], 2)
+
+    def build_front_end(self, d_args: dict) -> None:
+        """The sinc layer and the residual encoder; models with another front end override this."""
+        self.conv_time = SincConv(d_args["filts"][0], d_args["first_conv"])
+        self.encoder = build_encoder(d_args["filts"])
 
     def front_end(self, x: torch.Tensor, freq_aug: bool = False) -> torch.Tensor:
         """Waveform (batch, samples) -> spectro-temporal map (batch, 1, filters/3, frames/3)."""

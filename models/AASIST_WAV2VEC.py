@@ -47,22 +47,22 @@ class Model(AASIST.Model):
     bona fide. ``freeze_ssl`` defaults to false: the paper fine-tunes the SSL model."""
 
     def __init__(self, d_args: dict) -> None:
-        # AASIST's constructor builds a sinc layer too (kernel irrelevant): the SSL model replaces it.
-        super().__init__({**d_args, "first_conv": 1})
-        del self.conv_time
-        filts = d_args["filts"]
-        channels = filts[-1][-1]
+        super().__init__(d_args)
+        channels = d_args["filts"][-1][-1]
+        self.first_bn1 = nn.BatchNorm2d(channels)
+        self.attention = nn.Sequential(
+            nn.Conv2d(channels, 2 * channels, kernel_size=1), nn.SELU(inplace=True),
+            nn.BatchNorm2d(2 * channels), nn.Conv2d(2 * channels, channels, kernel_size=1))
+
+    def build_front_end(self, d_args: dict) -> None:
+        """The SSL model and its projection in place of the sinc layer; the encoder without max-pooling."""
         self.ssl_model = SSLEncoder(
             d_args["ssl_path"], d_args.get("ssl_layers", "last"),
             freeze=str_to_bool(d_args.get("freeze_ssl", False), "model_config.freeze_ssl"),
             gradient_checkpointing=str_to_bool(d_args.get("ssl_gradient_checkpointing", False),
                                                "model_config.ssl_gradient_checkpointing"))
-        self.LL = nn.Linear(self.ssl_model.output_dim, filts[0])
-        self.encoder = build_encoder(filts, pool=None)
-        self.first_bn1 = nn.BatchNorm2d(channels)
-        self.attention = nn.Sequential(
-            nn.Conv2d(channels, 2 * channels, kernel_size=1), nn.SELU(inplace=True),
-            nn.BatchNorm2d(2 * channels), nn.Conv2d(2 * channels, channels, kernel_size=1))
+        self.LL = nn.Linear(self.ssl_model.output_dim, d_args["filts"][0])
+        self.encoder = build_encoder(d_args["filts"], pool=None)
 
     def front_end(self, x: torch.Tensor, freq_aug: bool = False) -> torch.Tensor:
         """Waveform (batch, samples) -> map (batch, 1, filts[0] / 3, SSL frames / 3)."""

@@ -217,8 +217,10 @@ def select_device(requested: str | None = None) -> torch.device:
 
 def load_weights(model: nn.Module, path: Path, device: torch.device, ignore_prefixes: tuple[str, ...] = ()) -> None:
     """Load a state dict safely (``weights_only``) and strictly; any mismatch is one ConfigError
-    naming the missing and unexpected keys or the first shape conflict. Keys starting with one of
-    ``ignore_prefixes`` (parts of a checkpoint the model does not use) are dropped first."""
+    naming the missing and unexpected keys or the first shape conflict. A model with a
+    ``convert_state_dict(state)`` method (e.g. for another code base's published layout) has it
+    applied first; then keys starting with one of ``ignore_prefixes`` (parts of a checkpoint the
+    model does not use) are dropped."""
     if not path.is_file():
         raise ConfigError(f"model weights not found: {path}")
     try:
@@ -227,6 +229,11 @@ def load_weights(model: nn.Module, path: Path, device: torch.device, ignore_pref
         raise ConfigError(f"{path}: not a loadable state dict ({str(err).splitlines()[0]})") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: expected a state dict, found {type(state).__name__}")
+    if hasattr(model, "convert_state_dict"):
+        try:
+            state = model.convert_state_dict(state)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     load_state_strictly(model, {key: value for key, value in state.items() if not key.startswith(ignore_prefixes)},
                         f"{path}: weights do not fit the model")
 

@@ -16,8 +16,17 @@ layer of AASIST is replaced by an SSL encoder (XLS-R 300M in the paper, fine-tun
 Everything but the front end and the attention pooling is inherited from ``models/AASIST.py``;
 module names follow the reference code (``LL``, ``first_bn1``, ``attention``). AASIST's frequency
 augmentation masks sinc bands, which this model does not have, so ``freq_aug`` has no effect here.
+
+The published fine-tuned checkpoints of the reference code (e.g. ``LA_model.pth``) load strictly
+through :meth:`Model.convert_state_dict`: their back end already has this model's names, their SSL
+part is a fairseq ``Wav2Vec2Model`` (renamed with ``models.ssl``'s fairseq mapping), and keys may
+carry ``nn.DataParallel``'s ``module.`` prefix. The reference feeds fairseq the raw waveform and
+takes the encoder output (``features_only=True``: after the final LayerNorm of pre-LN XLS-R), i.e.
+``ssl_layers`` ``"last"`` with ``ssl_normalize`` false.
 """
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +34,13 @@ from torch import nn
 
 from models import AASIST
 from models.blocks import build_encoder
-from models.ssl import SSLEncoder, validate_ssl_layers
+from models.ssl import FAIRSEQ_RENAMES, SSLEncoder, fairseq_state_to_transformers, validate_ssl_layers
 from utils import ConfigError, str_to_bool
 
 CONFIG_KEYS = (AASIST.CONFIG_KEYS - {"first_conv"}) | {
-    "ssl_path", "ssl_layers", "freeze_ssl", "ssl_gradient_checkpointing"}
+    "ssl_path", "ssl_layers", "freeze_ssl", "ssl_gradient_checkpointing", "ssl_normalize"}
+# Where the SSL model's weights sit in the state dict, here and in the reference code alike.
+SSL_PREFIX = "ssl_model.model."
 
 
 def validate_model_config(model_config: dict) -> None:
@@ -40,6 +51,8 @@ def validate_model_config(model_config: dict) -> None:
     validate_ssl_layers(model_config.get("ssl_layers", "last"), "model_config.ssl_layers")
     str_to_bool(model_config.get("freeze_ssl", False), "model_config.freeze_ssl")
     str_to_bool(model_config.get("ssl_gradient_checkpointing", False), "model_config.ssl_gradient_checkpointing")
+    if model_config.get("ssl_normalize") is not None:
+        str_to_bool(model_config["ssl_normalize"], "model_config.ssl_normalize")
 
 
 class Model(AASIST.Model):
@@ -60,7 +73,9 @@ class Model(AASIST.Model):
             d_args["ssl_path"], d_args.get("ssl_layers", "last"),
             freeze=str_to_bool(d_args.get("freeze_ssl", False), "model_config.freeze_ssl"),
             gradient_checkpointing=str_to_bool(d_args.get("ssl_gradient_checkpointing", False),
-                                               "model_config.ssl_gradient_checkpointing"))
+                                               "model_config.ssl_gradient_checkpointing"),
+            normalize=None if d_args.get("ssl_normalize") is None
+            else str_to_bool(d_args["ssl_normalize"], "model_config.ssl_normalize"))
         self.LL = nn.Linear(self.ssl_model.output_dim, d_args["filts"][0])
         self.encoder = build_encoder(d_args["filts"], pool=None)
 
@@ -80,3 +95,27 @@ class Model(AASIST.Model):
         if on_nodes is not None:
             nodes_t, nodes_s = on_nodes(nodes_t, nodes_s)
         return self.graph_readout_from_nodes(nodes_t, nodes_s)
+
+    def convert_state_dict(self, state: dict) -> dict:
+        """A checkpoint of the reference code (fairseq SSL names, perhaps ``module.``-prefixed) ->
+        this model's names; this model's own checkpoints come back unchanged. The SSL architecture
+        comes from ``model_config.ssl_path`` (the checkpoint holds no SSL config), so a checkpoint
+        whose SSL part has other shapes is a one-line ConfigError."""
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+        ssl_state = {key[len(SSL_PREFIX):]: value for key, value in state.items() if key.startswith(SSL_PREFIX)}
+        fairseq_names = [pattern for pattern, _ in FAIRSEQ_RENAMES]
+        if not any(re.search(pattern, key) for key in ssl_state for pattern in fairseq_names):
+            return state
+        ssl_state = fairseq_state_to_transformers(ssl_state, self.ssl_model.output_dim)
+        expected = self.ssl_model.model.state_dict()
+        conflict = next((key for key in sorted(expected.keys() | ssl_state.keys()) if key not in expected
+                         or key not in ssl_state or expected[key].shape != ssl_state[key].shape), None)
+        if conflict is not None:
+            found = tuple(ssl_state[conflict].shape) if conflict in ssl_state else "absent"
+            wanted = tuple(expected[conflict].shape) if conflict in expected else "absent"
+            raise ConfigError(f"the checkpoint's fairseq SSL model does not fit model_config.ssl_path "
+                              f"(first difference: {SSL_PREFIX}{conflict}, checkpoint {found}, model {wanted}); "
+                              f"ssl_path must give the architecture it was fine-tuned from, e.g. "
+                              f"facebook/wav2vec2-xls-r-300m for Tak et al.'s XLS-R checkpoints")
+        back_end = {key: value for key, value in state.items() if not key.startswith(SSL_PREFIX)}
+        return back_end | {SSL_PREFIX + key: value for key, value in ssl_state.items()}

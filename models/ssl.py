@@ -142,8 +142,10 @@ def fairseq_to_transformers_config(model_cfg: dict):
     )
 
 
-def fairseq_state_to_transformers(state: dict) -> dict:
-    """Rename a fairseq wav2vec 2.0 state dict to ``Wav2Vec2Model`` names (pre-training heads dropped)."""
+def fairseq_state_to_transformers(state: dict, hidden_size: int) -> dict:
+    """Rename a fairseq wav2vec 2.0 state dict to ``Wav2Vec2Model`` names (pre-training heads dropped).
+    fairseq has no feature projection when the convolution and transformer sizes agree; transformers
+    always has one, which then becomes the identity."""
     renamed = {}
     for name, tensor in state.items():
         if name.startswith(FAIRSEQ_DROPPED):
@@ -153,6 +155,9 @@ def fairseq_state_to_transformers(state: dict) -> dict:
             if count:
                 break
         renamed[name] = tensor
+    if "feature_projection.projection.weight" not in renamed:
+        renamed["feature_projection.projection.weight"] = torch.eye(hidden_size)
+        renamed["feature_projection.projection.bias"] = torch.zeros(hidden_size)
     return renamed
 
 
@@ -167,10 +172,7 @@ def load_fairseq_wav2vec2(path: Path) -> tuple[nn.Module, int, bool]:
     except (ValueError, SyntaxError, TypeError) as err:
         raise ConfigError(f"{path}: unreadable fairseq model config ({err})") from None
     model = Wav2Vec2Model(config)
-    state = fairseq_state_to_transformers(checkpoint["model"])
-    if "feature_projection.projection.weight" not in state:  # fairseq omits it when the sizes agree
-        state["feature_projection.projection.weight"] = torch.eye(config.hidden_size)
-        state["feature_projection.projection.bias"] = torch.zeros(config.hidden_size)
+    state = fairseq_state_to_transformers(checkpoint["model"], config.hidden_size)
     load_state_strictly(model, state, f"{path}: fairseq weights do not fit the mapped model")
     return model, int(task_cfg.get("sample_rate", SAMPLE_RATE)), bool(task_cfg.get("normalize", False))
 
@@ -182,12 +184,15 @@ class SSLEncoder(nn.Module):
     all hidden states, as in SUPERB: 0 = transformer input, i = output of layer i, the last one
     being the model's output) or a list of hidden-state indices combined the same way (a
     one-element list selects that layer). The input is resampled and normalised as the
-    checkpoint's feature extractor (or fairseq task config) says.
+    checkpoint's feature extractor (or fairseq task config) says, unless ``normalize`` (zero mean,
+    unit variance per utterance or not) overrides it: Tak et al.'s code feeds fairseq the raw
+    waveform, so weights fine-tuned there need ``normalize=False`` to see the input they were trained on.
     ``gradient_checkpointing`` trades compute for memory when the SSL model is fine-tuned.
     """
 
     def __init__(self, ssl_path: str, layers: str | list[int] = "last", freeze: bool = True,
-                 gradient_checkpointing: bool = False, key: str = "model_config.ssl_path") -> None:
+                 gradient_checkpointing: bool = False, key: str = "model_config.ssl_path",
+                 normalize: bool | None = None) -> None:
         super().__init__()
         from transformers import AutoModel
 
@@ -200,6 +205,8 @@ class SSLEncoder(nn.Module):
             self.model, self.sample_rate, self.normalize = load_fairseq_wav2vec2(Path(ssl_path))
         else:
             self.model, self.sample_rate, self.normalize = load_hf_audio_model(ssl_path, AutoModel, key)
+        if normalize is not None:
+            self.normalize = normalize
         # Time masking is a pre-training device; the countermeasure sees unmasked features
         # (Tak et al. call the SSL model with mask=False).
         self.model.config.apply_spec_augment = False

@@ -1,5 +1,7 @@
 """AASIST_WAV2VEC (SSL front end + AASIST back end) on a tiny random SSL model: structure,
-parameter groups, training through main.py (with resume), inference paths, devkit learning."""
+parameter groups, training through main.py (with resume), inference paths, devkit learning, and
+checkpoints in the layout of Tak et al.'s code (fairseq SSL names, nn.DataParallel prefix)."""
+import csv
 import json
 
 import numpy as np
@@ -13,7 +15,9 @@ from data_utils import la_trials, load_audio, random_crop
 from models.ser import save_with_extractor, tiny_audio_config
 from tests.conftest import REPO, interrupted_run
 from tests.test_main import make_config, tiny_la  # noqa: F401  (tiny_la is a fixture)
-from utils import ConfigError, build_model, create_optimizer, load_config, parameter_groups, trainable_parameters
+from tests.test_ssl import _fairseq_name
+from utils import (ConfigError, build_model, create_optimizer, load_config, load_weights, parameter_groups,
+                   trainable_parameters)
 
 BACK_END = {"filts": [48, [1, 8], [8, 8], [8, 16], [16, 16]], "gat_dims": [16, 16],
             "pool_ratios": [0.5, 0.5, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0]}
@@ -79,6 +83,7 @@ def test_weighted_layers_survive_layerdrop(tmp_path, single_thread):
     (lambda c: c["model_config"].pop("ssl_path"), "model_config.ssl_path"),
     (lambda c: c["model_config"].update(ssl_layers="all"), "model_config.ssl_layers"),
     (lambda c: c["model_config"].update(freeze_ssl="sometimes"), "model_config.freeze_ssl"),
+    (lambda c: c["model_config"].update(ssl_normalize="raw"), "model_config.ssl_normalize"),
     (lambda c: c["model_config"].update(first_conv=128), "unknown config key 'model_config.first_conv'"),
     (lambda c: c["optim_config"].update(ssl_lr=-1), "optim_config.ssl_lr"),
     (lambda c: c.update(augmentation=["rawboost"]), "'augmentation': expected an object"),
@@ -165,3 +170,118 @@ def test_learns_on_devkit_speech(shared_dir, tiny_ssl_dir, single_thread):
     margin = {label: (s[:, 1] - s[:, 0]).numpy() for label, s in scores.items()}
     ranked_right = (margin[1][:, None] > margin[0][None, :]).mean()
     assert ranked_right > 0.7, ranked_right
+
+
+# ---------------------------------------------------------------------------------------------
+# Published checkpoints of the reference code (LA_model.pth etc.), written here in its layout
+
+
+@pytest.fixture(scope="module")
+def xlsr_like_dir(tmp_path_factory):
+    """A tiny SSL model built like XLS-R: pre-LN transformer, layer-normalised conv layers with bias."""
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    config = tiny_audio_config("wav2vec2", 32, 2, do_stable_layer_norm=True, conv_bias=True,
+                               feat_extract_norm="layer", layer_norm_eps=1e-5)
+    return save_with_extractor(AutoModel.from_config(config), tmp_path_factory.mktemp("xlsr_like") / "ssl")
+
+
+def _trained_looking_model(config: dict, seed: int):
+    """A model in which no tensor keeps its initial value (BatchNorm statistics included), so a
+    tensor that is skipped or loaded into the wrong place changes the output."""
+    torch.manual_seed(seed)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if tensor.is_floating_point():  # variances stay positive
+                tensor.add_(0.1 * (torch.rand_like(tensor) if "running_var" in key else torch.randn_like(tensor)))
+    return model
+
+
+def _save_in_reference_layout(model, path) -> None:
+    """``model``'s weights as the reference code saves them: the SSL part under fairseq's names,
+    pre-training heads included, every key behind nn.DataParallel's ``module.``."""
+    layer_norm_extractor = model.ssl_model.model.config.feat_extract_norm == "layer"
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("ssl_model.model."):
+            key = "ssl_model.model." + _fairseq_name(key.removeprefix("ssl_model.model."), layer_norm_extractor)
+        state["module." + key] = value
+    state["module.ssl_model.model.quantizer.vars"] = torch.randn(1, 8, 16)
+    state["module.ssl_model.model.project_q.weight"] = torch.randn(16, 16)
+    torch.save(state, path)
+
+
+def test_reference_checkpoint_loads_strictly_and_scores_the_same(xlsr_like_dir, tmp_path, single_thread):
+    config = model_config(xlsr_like_dir, ssl_normalize=False)
+    source = _trained_looking_model(config, seed=1)
+    path = tmp_path / "LA_model.pth"
+    _save_in_reference_layout(source, path)
+    saved = torch.load(path, weights_only=True)
+    assert {"module.LL.weight", "module.ssl_model.model.encoder.pos_conv.0.weight_g",
+            "module.ssl_model.model.feature_extractor.conv_layers.0.2.1.weight",
+            "module.ssl_model.model.encoder.layers.1.self_attn_layer_norm.bias"} <= saved.keys()
+
+    loaded = _trained_looking_model(config, seed=2)
+    wave = 0.1 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = loaded(wave)[1]
+        load_weights(loaded, path, torch.device("cpu"))
+        after, expected = loaded(wave)[1], source(wave)[1]
+    assert not torch.allclose(before, expected)
+    assert loaded.state_dict().keys() == source.state_dict().keys()
+    assert all(torch.equal(tensor, loaded.state_dict()[key]) for key, tensor in source.state_dict().items())
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+    # As in the reference: the raw waveform in, the encoder's output (after its final LayerNorm) out.
+    with torch.no_grad():
+        raw_output = loaded.ssl_model.model(input_values=wave).last_hidden_state
+    torch.testing.assert_close(loaded.ssl_model(wave), raw_output, rtol=0, atol=0)
+    assert build_model(model_config(xlsr_like_dir)).ssl_model.normalize  # default: the feature extractor's
+
+
+def test_own_checkpoints_pass_conversion_unchanged(tiny_ssl_dir):
+    model = build_model(model_config(tiny_ssl_dir, ssl_layers="weighted"))
+    state = model.state_dict()
+    converted = model.convert_state_dict(state)
+    assert list(converted) == list(state) and all(converted[key] is state[key] for key in state)
+
+
+def test_reference_checkpoint_through_main_and_inference(xlsr_like_dir, tmp_path, tiny_la):
+    config = make_config(tmp_path, tiny_la, model_config=model_config(xlsr_like_dir, ssl_normalize=False),
+                         augmentation={}, swa="False")
+    model = _trained_looking_model(model_config(xlsr_like_dir, ssl_normalize=False), seed=3)
+    ours, reference = tmp_path / "ours.pth", tmp_path / "reference.pth"
+    torch.save(model.state_dict(), ours)
+    _save_in_reference_layout(model, reference)
+    scores = {}
+    for weights in (ours, reference):
+        main_module.main(["--config", str(config), "--eval", "--eval_model_weights", str(weights),
+                          "--output_dir", str(tmp_path / "eval"), "--comment", weights.stem])
+        run_dir = next((tmp_path / "eval").glob(f"*_{weights.stem}"))
+        output = tmp_path / f"{weights.stem}.tsv"
+        assert inference.main(["--config", str(config), "--test_dir", str(tiny_la / "ASVspoof2019_LA_eval"),
+                               "--weights", str(weights), "--output_file", str(output), "--num_workers", "0",
+                               "--no_progress", "--eager"]) == 0
+        scores[weights.stem] = ((run_dir / "eval_scores.txt").read_text(),
+                                [row["score"] for row in csv.DictReader(open(output), delimiter="\t")])
+    assert len(scores["ours"][1]) == 8 and scores["reference"] == scores["ours"]
+
+
+def test_reference_checkpoint_that_does_not_fit_is_one_line_error(xlsr_like_dir, tmp_path, single_thread):
+    from transformers import AutoModel
+
+    path = tmp_path / "LA_model.pth"
+    _save_in_reference_layout(build_model(model_config(xlsr_like_dir)), path)
+    torch.manual_seed(0)
+    narrow = save_with_extractor(AutoModel.from_config(tiny_audio_config(
+        "wav2vec2", 16, 2, do_stable_layer_norm=True, conv_bias=True, feat_extract_norm="layer")), tmp_path / "ssl16")
+    with pytest.raises(ConfigError) as error:
+        load_weights(build_model(model_config(narrow)), path, torch.device("cpu"))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(path))
+    assert "does not fit model_config.ssl_path" in message and "checkpoint (32,), model (16,)" in message
+    other_back_end = {**model_config(xlsr_like_dir), "filts": [60, *BACK_END["filts"][1:]]}
+    with pytest.raises(ConfigError, match=r"weights do not fit the model \(size mismatch for pos_S") as error:
+        load_weights(build_model(other_back_end), path, torch.device("cpu"))
+    assert "\n" not in str(error.value)

@@ -34,25 +34,23 @@ from torch import nn
 
 from models import AASIST
 from models.blocks import build_encoder
-from models.ssl import FAIRSEQ_RENAMES, SSLEncoder, fairseq_state_to_transformers, validate_ssl_layers
-from utils import ConfigError, str_to_bool
+from models.ssl import (
+    FAIRSEQ_RENAMES,
+    SSL_CONFIG_KEYS,
+    fairseq_state_to_transformers,
+    ssl_encoder_from_config,
+    validate_ssl_config,
+)
+from utils import ConfigError
 
-CONFIG_KEYS = (AASIST.CONFIG_KEYS - {"first_conv"}) | {
-    "ssl_path", "ssl_layers", "freeze_ssl", "ssl_gradient_checkpointing", "ssl_normalize"}
+CONFIG_KEYS = (AASIST.CONFIG_KEYS - {"first_conv"}) | SSL_CONFIG_KEYS
 # Where the SSL model's weights sit in the state dict, here and in the reference code alike.
 SSL_PREFIX = "ssl_model.model."
 
 
 def validate_model_config(model_config: dict) -> None:
-    """Config-time checks of the SSL keys (nothing is loaded)."""
-    if not model_config.get("ssl_path"):
-        raise ConfigError("config is missing the required key 'model_config.ssl_path' "
-                          "(hub id, local directory or fairseq .pt file)")
-    validate_ssl_layers(model_config.get("ssl_layers", "last"), "model_config.ssl_layers")
-    str_to_bool(model_config.get("freeze_ssl", False), "model_config.freeze_ssl")
-    str_to_bool(model_config.get("ssl_gradient_checkpointing", False), "model_config.ssl_gradient_checkpointing")
-    if model_config.get("ssl_normalize") is not None:
-        str_to_bool(model_config["ssl_normalize"], "model_config.ssl_normalize")
+    """Config-time checks of the SSL keys (nothing is loaded); the paper fine-tunes the SSL model."""
+    validate_ssl_config(model_config, freeze_default=False)
 
 
 class Model(AASIST.Model):
@@ -69,13 +67,7 @@ class Model(AASIST.Model):
 
     def build_front_end(self, d_args: dict) -> None:
         """The SSL model and its projection in place of the sinc layer; the encoder without max-pooling."""
-        self.ssl_model = SSLEncoder(
-            d_args["ssl_path"], d_args.get("ssl_layers", "last"),
-            freeze=str_to_bool(d_args.get("freeze_ssl", False), "model_config.freeze_ssl"),
-            gradient_checkpointing=str_to_bool(d_args.get("ssl_gradient_checkpointing", False),
-                                               "model_config.ssl_gradient_checkpointing"),
-            normalize=None if d_args.get("ssl_normalize") is None
-            else str_to_bool(d_args["ssl_normalize"], "model_config.ssl_normalize"))
+        self.ssl_model = ssl_encoder_from_config(d_args, freeze_default=False)
         self.LL = nn.Linear(self.ssl_model.output_dim, d_args["filts"][0])
         self.encoder = build_encoder(d_args["filts"], pool=None)
 

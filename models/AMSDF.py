@@ -43,19 +43,18 @@ from models.blocks import (
     sinc_front_end,
 )
 from models.ser import SERBranch, validate_ser_config
-from models.ssl import SSLEncoder, validate_ssl_layers
-from utils import ConfigError, str_to_bool
+from models.ssl import SSL_CONFIG_KEYS, ssl_encoder_from_config, validate_ssl_config
+from utils import ConfigError
 
 CONFIG_KEYS = {
     "architecture", "nb_samp", "first_conv", "filts", "gat_dim", "temperatures", "view_nodes",
-    "readout_pool_ratios", "text_dim", "text_pool", "emotion_pool", "ssl_path", "ssl_layers",
-    "freeze_ssl", "ssl_gradient_checkpointing", "ser_config",
-}
+    "readout_pool_ratios", "text_dim", "text_pool", "emotion_pool", "ser_config",
+} | SSL_CONFIG_KEYS
 DEFAULTS = {
     "gat_dim": 64, "temperatures": [2.0, 100.0], "view_nodes": 25, "readout_pool_ratios": [0.5, 0.5],
-    "text_dim": 128, "text_pool": [4, 2], "emotion_pool": [3, 4], "ssl_layers": "last",
-    "freeze_ssl": True, "ssl_gradient_checkpointing": False,
+    "text_dim": 128, "text_pool": [4, 2], "emotion_pool": [3, 4],
 }
+FREEZE_SSL_DEFAULT = True
 VIEW_DROPOUT = 0.2  # on fused and stack nodes (AASIST's drop_way)
 HEAD_DROPOUT = 0.5
 POOL_DROPOUT = 0.3
@@ -76,16 +75,13 @@ def _positive_ints(value: object, count: int, key: str) -> None:
 
 def validate_model_config(model_config: dict) -> None:
     """Checks run by ``utils.validate_config`` before anything is loaded."""
-    for key in ("ssl_path", "ser_config"):
-        if key not in model_config:
-            raise ConfigError(f"config is missing the required key 'model_config.{key}'")
+    validate_ssl_config(model_config, FREEZE_SSL_DEFAULT)
+    if "ser_config" not in model_config:
+        raise ConfigError("config is missing the required key 'model_config.ser_config'")
     validate_ser_config(model_config["ser_config"])
     if model_config["ser_config"].get("layer") == "penultimate":
         raise ConfigError("model_config.ser_config.layer: AMSDF needs frame-level SER features; "
                           "'penultimate' is one vector per utterance (use a hidden-state index)")
-    validate_ssl_layers(_setting(model_config, "ssl_layers"), "model_config.ssl_layers")
-    for key in ("freeze_ssl", "ssl_gradient_checkpointing"):
-        str_to_bool(_setting(model_config, key), f"model_config.{key}")
     for key in ("text_pool", "emotion_pool"):
         _positive_ints(_setting(model_config, key), 2, key)
     for key in ("gat_dim", "view_nodes", "text_dim"):
@@ -182,9 +178,7 @@ class Model(nn.Module):
         self.view_nodes = _setting(d_args, "view_nodes")
 
         self.audio_view = AudioView(d_args["first_conv"], d_args["filts"])
-        self.ssl = SSLEncoder(d_args["ssl_path"], layers=_setting(d_args, "ssl_layers"),
-                              freeze=str_to_bool(_setting(d_args, "freeze_ssl")),
-                              gradient_checkpointing=str_to_bool(_setting(d_args, "ssl_gradient_checkpointing")))
+        self.ssl = ssl_encoder_from_config(d_args, FREEZE_SSL_DEFAULT)
         self.text_nodes = FrameNodes(self.ssl.output_dim, _setting(d_args, "text_pool"), _setting(d_args, "text_dim"),
                                      key="text_pool")
         self.ser = SERBranch(d_args["ser_config"])

@@ -24,7 +24,7 @@ from torch import nn
 
 from data_utils import SAMPLE_RATE
 from models.ser import freeze_, load_hf_audio_model, prepare_waveform, save_with_extractor, tiny_audio_config
-from utils import ConfigError, load_state_strictly
+from utils import ConfigError, load_state_strictly, str_to_bool
 
 # fairseq wav2vec 2.0 parameter names -> transformers Wav2Vec2Model names; the first matching rule
 # applies. Conv block i of fairseq is Sequential(conv, dropout, norm, GELU); in "layer_norm" mode the
@@ -63,6 +63,37 @@ def validate_ssl_layers(layers: object, key: str) -> None:
             and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)):
         raise ConfigError(f"{key}: expected 'last', 'weighted' or a list of distinct hidden-state indices "
                           f"(0 = transformer input), got {layers!r}")
+
+
+# model_config keys of every model with an SSL encoder (AASIST_WAV2VEC, AMSDF).
+SSL_CONFIG_KEYS = {"ssl_path", "ssl_layers", "freeze_ssl", "ssl_gradient_checkpointing", "ssl_normalize"}
+
+
+def _ssl_switches(model_config: dict, freeze_default: bool) -> dict:
+    """The boolean SSL keys of ``model_config`` as :class:`SSLEncoder` arguments (``ssl_normalize``
+    absent or null: as the feature extractor says)."""
+    normalize = model_config.get("ssl_normalize")
+    return {
+        "freeze": str_to_bool(model_config.get("freeze_ssl", freeze_default), "model_config.freeze_ssl"),
+        "gradient_checkpointing": str_to_bool(model_config.get("ssl_gradient_checkpointing", False),
+                                              "model_config.ssl_gradient_checkpointing"),
+        "normalize": None if normalize is None else str_to_bool(normalize, "model_config.ssl_normalize"),
+    }
+
+
+def validate_ssl_config(model_config: dict, freeze_default: bool) -> None:
+    """Config-time checks of the SSL keys (nothing is loaded)."""
+    if not model_config.get("ssl_path"):
+        raise ConfigError("config is missing the required key 'model_config.ssl_path' "
+                          "(hub id, local directory or fairseq .pt file)")
+    validate_ssl_layers(model_config.get("ssl_layers", "last"), "model_config.ssl_layers")
+    _ssl_switches(model_config, freeze_default)
+
+
+def ssl_encoder_from_config(model_config: dict, freeze_default: bool) -> SSLEncoder:
+    """The :class:`SSLEncoder` that the SSL keys of ``model_config`` describe."""
+    return SSLEncoder(model_config["ssl_path"], model_config.get("ssl_layers", "last"),
+                      **_ssl_switches(model_config, freeze_default))
 
 
 def _read_fairseq_checkpoint(path: Path) -> dict:

@@ -91,6 +91,8 @@ def test_config_checks():
         ({"view_nodes": 0}, "model_config.view_nodes"),
         ({"temperatures": [2.0]}, "model_config.temperatures"),
         ({"ssl_layers": "first"}, "model_config.ssl_layers"),
+        ({"ssl_normalize": "sometimes"}, "model_config.ssl_normalize"),
+        ({"ssl_path": ""}, "model_config.ssl_path"),
         ({"gat_dims": [64, 32]}, "unknown config key 'model_config.gat_dims'"),
     ]:
         config = json.loads(json.dumps(devkit))

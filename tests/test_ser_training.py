@@ -85,6 +85,10 @@ def test_random_split_mixes_actors(fake_ravdess):
     assert splits == train_ser.make_splits(clips, config, seed=0)
 
 
+HF_SCRATCH = {"backend": "hf", "batch_size": 2, "num_epochs": 1, "optim_config": {"base_lr": 1e-3},
+              "scratch": {"hidden_size": 16}}
+
+
 @pytest.mark.parametrize("change, message", [
     ({"dev_actors": [2]}, "'dev_actors': actor 2 is also in 'train_actors'"),
     ({"test_actors": []}, "'test_actors': expected a non-empty list"),
@@ -93,6 +97,8 @@ def test_random_split_mixes_actors(fake_ravdess):
     ({"n_trees": 3}, "unknown config key 'n_trees'"),
     ({"backend": "svm"}, "'backend': expected one of hf, egemaps_rf"),
     ({"backend": "hf", "batch_size": 2, "num_epochs": 1, "optim_config": {"base_lr": 1e-3}}, "exactly one of 'ser_path'"),
+    (HF_SCRATCH | {"mask_time_prob": "0.1"}, "'mask_time_prob': expected a probability"),
+    (HF_SCRATCH | {"noise_snr_db": ["low", "high"]}, "'noise_snr_db': expected [low, high]"),
 ])
 def test_config_errors_are_one_line(tmp_path, change, message):
     config = {**ravdess_config(tmp_path), **change}

@@ -59,6 +59,7 @@ from utils import (
     seed_everything,
     select_device,
     str_to_bool,
+    trainable_parameters,
 )
 
 # RAVDESS emotion codes (field EE of the file name).
@@ -550,8 +551,8 @@ def train_hf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: 
     generator = torch.Generator().manual_seed(seed)
     train_loader = make_loader(TrialDataset(splits["train"], crop, "train"), batch_size, True, num_workers,
                                generator, drop_last=len(splits["train"]) > batch_size)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = create_optimizer(trainable, config["optim_config"], config["num_epochs"] * len(train_loader))
+    optimizer, scheduler = create_optimizer(trainable_parameters(model), config["optim_config"],
+                                            config["num_epochs"] * len(train_loader))
     weight = (class_weights(splits["train"], len(names)) if str_to_bool(config.get("class_weights", True))
               else None)
     freeze_layers, freeze_epochs = config.get("freeze_layers", 0), config.get("freeze_epochs", 0)

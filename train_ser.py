@@ -47,7 +47,7 @@ from data_utils import (
 )
 from inference import find_audio_files
 from main import _numpy_state_from_lists, _numpy_state_to_lists, save_atomic, write_metrics_csv
-from models.ser import prepare_waveform, save_with_extractor, tiny_audio_config
+from models.ser import load_hf_audio_model, prepare_waveform, save_with_extractor, tiny_audio_config, waveform_settings
 from utils import (
     OPTIM_KEYS,
     ConfigError,
@@ -455,19 +455,12 @@ def load_classifier(path: str | Path, names: tuple[str, ...] | None = None, **ov
     """(model, feature extractor) of a Hugging Face audio checkpoint. With ``names``, the
     classification head is for those classes (a fresh one when the checkpoint's labels differ or
     it is a bare encoder); ``overrides`` replace fields of its config (e.g. ``mask_time_prob``)."""
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    from transformers import AutoModelForAudioClassification
 
     if names is not None:
         overrides = {"num_labels": len(names), "ignore_mismatched_sizes": True, "id2label": dict(enumerate(names)),
                      "label2id": {n: i for i, n in enumerate(names)}, **overrides}
-    try:
-        extractor = AutoFeatureExtractor.from_pretrained(path)
-        model = AutoModelForAudioClassification.from_pretrained(path, **overrides)
-    except (OSError, ValueError, KeyError) as err:
-        raise ConfigError(f"cannot load the SER model {str(path)!r} ({str(err).strip().splitlines()[0]})") from None
-    if getattr(extractor, "feature_size", None) != 1:
-        raise ConfigError(f"{path!r} does not take raw waveforms (feature extractor {type(extractor).__name__})")
-    return model, extractor
+    return load_hf_audio_model(str(path), AutoModelForAudioClassification, "SER model", **overrides)
 
 
 def labels_of(model: nn.Module) -> tuple[str, ...]:
@@ -476,7 +469,7 @@ def labels_of(model: nn.Module) -> tuple[str, ...]:
 
 def model_input(model: nn.Module, extractor, wave: torch.Tensor) -> torch.Tensor:
     """16 kHz waveforms -> the checkpoint's input values, exactly as ``SERBranch`` prepares them."""
-    values = prepare_waveform(wave, int(extractor.sampling_rate), bool(getattr(extractor, "do_normalize", False)))
+    values = prepare_waveform(wave, *waveform_settings(extractor))
     return values.to(next(model.parameters()).device)
 
 

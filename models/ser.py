@@ -198,20 +198,26 @@ class ACRNNEncoder(nn.Module):
 # Hugging Face backend
 
 
-def load_hf_audio_model(path: str, loader: type, key: str) -> tuple[nn.Module, int, bool]:
-    """A raw-waveform Hugging Face model (hub id or directory) with ``loader.from_pretrained``, and
-    its feature extractor's sampling rate and ``do_normalize``; problems are ConfigErrors on ``key``."""
+def load_hf_audio_model(path: str | Path, loader: type, key: str, **overrides) -> tuple[nn.Module, object]:
+    """A raw-waveform Hugging Face model (hub id or directory) with ``loader.from_pretrained``
+    (``overrides``: its keyword arguments, e.g. config fields) and its feature extractor; problems
+    are ConfigErrors on ``key``."""
     from transformers import AutoFeatureExtractor
 
     try:
         extractor = AutoFeatureExtractor.from_pretrained(path)
-        model = loader.from_pretrained(path)
+        model = loader.from_pretrained(path, **overrides)
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"{key}: cannot load {path!r} ({str(err).strip().splitlines()[0]})") from None
     if getattr(extractor, "feature_size", None) != 1:
         raise ConfigError(f"{key}: {path!r} does not take raw waveforms "
                           f"(feature extractor {type(extractor).__name__})")
-    return model, int(extractor.sampling_rate), bool(getattr(extractor, "do_normalize", False))
+    return model, extractor
+
+
+def waveform_settings(extractor) -> tuple[int, bool]:
+    """A feature extractor's sampling rate and ``do_normalize``: the arguments of :func:`prepare_waveform`."""
+    return int(extractor.sampling_rate), bool(getattr(extractor, "do_normalize", False))
 
 
 def prepare_waveform(wave: torch.Tensor, sample_rate: int, normalize: bool) -> torch.Tensor:
@@ -241,8 +247,8 @@ class HFEncoder(nn.Module):
                               "for backend 'hf'")
         self.layer = ser_config.get("layer", -1)
         loader = AutoModelForAudioClassification if self.layer == "penultimate" else AutoModel
-        self.model, self.sample_rate, self.normalize = load_hf_audio_model(
-            path, loader, "model_config.ser_config.ser_path")
+        self.model, extractor = load_hf_audio_model(path, loader, "model_config.ser_config.ser_path")
+        self.sample_rate, self.normalize = waveform_settings(extractor)
         if self.layer == "penultimate":
             classifier = getattr(self.model, "classifier", None)
             if not isinstance(classifier, nn.Linear):

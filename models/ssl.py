@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from data_utils import SAMPLE_RATE
-from models.ser import freeze_, load_hf_audio_model, prepare_waveform, save_with_extractor, tiny_audio_config
+from models.ser import (
+    freeze_,
+    load_hf_audio_model,
+    prepare_waveform,
+    save_with_extractor,
+    tiny_audio_config,
+    waveform_settings,
+)
 from utils import ConfigError, load_state_strictly, str_to_bool
 
 # fairseq wav2vec 2.0 parameter names -> transformers Wav2Vec2Model names; the first matching rule
@@ -235,7 +242,8 @@ class SSLEncoder(nn.Module):
                 raise ConfigError(f"{key}: fairseq checkpoint not found: {ssl_path}")
             self.model, self.sample_rate, self.normalize = load_fairseq_wav2vec2(Path(ssl_path))
         else:
-            self.model, self.sample_rate, self.normalize = load_hf_audio_model(ssl_path, AutoModel, key)
+            self.model, extractor = load_hf_audio_model(ssl_path, AutoModel, key)
+            self.sample_rate, self.normalize = waveform_settings(extractor)
         if normalize is not None:
             self.normalize = normalize
         # Time masking is a pre-training device; the countermeasure sees unmasked features

@@ -19,7 +19,6 @@ the 88 eGeMAPS v02 functionals (Eyben et al., IEEE TAC 2016) from openSMILE with
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import re
@@ -552,9 +551,7 @@ def train_hf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: 
     patience = config.get("patience", config["num_epochs"])
     skipped = SkipReport(tqdm.write)
     rows, best_f1, stale, first_epoch = [], -1.0, 0, 0
-    best_state = copy.deepcopy(model.state_dict())
     if resume:
-        best_state = load_classifier(run_dir / MODEL_DIR)[0].state_dict()  # before the RNG is restored
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
@@ -590,7 +587,6 @@ def train_hf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: 
         improved = dev["macro_f1"] > best_f1
         if improved:
             best_f1, stale = dev["macro_f1"], 0
-            best_state = copy.deepcopy(model.state_dict())
             save_model_dir(model, extractor, run_dir / MODEL_DIR)
         else:
             stale += 1
@@ -609,7 +605,7 @@ def train_hf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: 
     if stale >= patience:
         tqdm.write(f"early stop: dev macro-F1 has not improved for {patience} epochs")
     plot_curves(rows, run_dir / CURVES_PNG)
-    model.load_state_dict(best_state)
+    model.load_state_dict(load_classifier(run_dir / MODEL_DIR)[0].state_dict())  # the best dev epoch
     return model, extractor
 
 

@@ -143,7 +143,8 @@ def validate_hf_keys(config: dict) -> None:
         _check_keys(scratch, SCRATCH_KEYS, "scratch.")
         if scratch.get("kind", "wav2vec2") not in ("wav2vec2", "hubert", "wavlm"):
             raise ConfigError(f"config key 'scratch.kind': expected wav2vec2, hubert or wavlm, got {scratch['kind']!r}")
-    _check_keys(config["optim_config"], OPTIM_KEYS, "optim_config.")
+    # ssl_lr (a second learning rate for models.ssl encoders) has no meaning here: one model, one rate.
+    _check_keys(config["optim_config"], OPTIM_KEYS - {"ssl_lr"}, "optim_config.")
     str_to_bool(config.get("freeze_feature_encoder", True), "freeze_feature_encoder")
     for key in ("noise_snr_db", "gain_db"):
         value = config.get(key)

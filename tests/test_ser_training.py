@@ -99,6 +99,7 @@ HF_SCRATCH = {"backend": "hf", "batch_size": 2, "num_epochs": 1, "optim_config":
     ({"backend": "hf", "batch_size": 2, "num_epochs": 1, "optim_config": {"base_lr": 1e-3}}, "exactly one of 'ser_path'"),
     (HF_SCRATCH | {"mask_time_prob": "0.1"}, "'mask_time_prob': expected a probability"),
     (HF_SCRATCH | {"noise_snr_db": ["low", "high"]}, "'noise_snr_db': expected [low, high]"),
+    (HF_SCRATCH | {"optim_config": {"base_lr": 1e-3, "ssl_lr": 1e-5}}, "unknown config key 'optim_config.ssl_lr'"),
 ])
 def test_config_errors_are_one_line(tmp_path, change, message):
     config = {**ravdess_config(tmp_path), **change}

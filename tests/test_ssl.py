@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.ser import prepare_waveform, save_with_extractor, tiny_audio_config
-from models.ssl import SSLEncoder, save_random_ssl
+from models.ssl import SSLEncoder, _read_fairseq_checkpoint, save_random_ssl
 from utils import ConfigError
 
 
@@ -178,7 +178,7 @@ def test_fairseq_checkpoint_maps_onto_the_same_model(tmp_path, single_thread, st
             parameter.add_(0.1 * torch.randn_like(parameter))
     path = tmp_path / "checkpoint.pt"
     _write_fairseq_checkpoint(source, path, style)
-    state = torch.load(path, weights_only=False)["model"]
+    state = _read_fairseq_checkpoint(path)["model"]
     norm_key = "feature_extractor.conv_layers.0.2.1.weight" if stable else "feature_extractor.conv_layers.0.2.weight"
     assert {norm_key, "encoder.layers.1.self_attn_layer_norm.bias", "encoder.pos_conv.0.weight_g"} <= state.keys()
 
@@ -201,7 +201,7 @@ def test_fairseq_weights_that_do_not_fit_are_one_line_error(tmp_path):
 
     path = tmp_path / "checkpoint.pt"
     _write_fairseq_checkpoint(Wav2Vec2Model(tiny_audio_config("wav2vec2", 32, 1)), path, "cfg")
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = _read_fairseq_checkpoint(path)
     del checkpoint["model"]["encoder.layers.0.fc1.weight"]
     torch.save(checkpoint, path)
     with pytest.raises(ConfigError, match=r"do not fit the mapped model \(missing keys: "

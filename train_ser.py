@@ -52,6 +52,7 @@ from utils import (
     ConfigError,
     _check_keys,
     create_optimizer,
+    is_number,
     load_config,
     restore_rng_state,
     rng_state,
@@ -148,17 +149,12 @@ def validate_hf_keys(config: dict) -> None:
     str_to_bool(config.get("freeze_feature_encoder", True), "freeze_feature_encoder")
     for key in ("noise_snr_db", "gain_db"):
         value = config.get(key)
-        if value is not None and not (isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
+        if value is not None and not (isinstance(value, list) and len(value) == 2 and all(map(is_number, value))
                                       and value[0] <= value[1]):
             raise ConfigError(f"config key '{key}': expected [low, high] or null, got {value!r}")
     mask_time_prob = config.get("mask_time_prob", 0.0)
-    if not (_is_number(mask_time_prob) and 0 <= mask_time_prob < 1):
+    if not (is_number(mask_time_prob) and 0 <= mask_time_prob < 1):
         raise ConfigError(f"config key 'mask_time_prob': expected a probability in [0, 1), got {mask_time_prob!r}")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
 
 def load_ser_config(path: str | Path) -> dict:
     return load_config(path, validate_ser_training_config)

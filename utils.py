@@ -51,6 +51,11 @@ def _check_keys(section: dict, allowed: set[str], where: str) -> None:
             raise ConfigError(f"unknown config key '{where}{key}'{hint}")
 
 
+def is_number(value: object) -> bool:
+    """An int or a float config value; JSON's true/false are bools, which Python counts as ints."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def import_architecture(name: str) -> ModuleType:
     """The module ``models/<name>.py``; its ``Model`` class builds the network."""
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or name in NOT_ARCHITECTURES:
@@ -102,7 +107,7 @@ def validate_config(config: dict) -> None:
     if not isinstance(config.get("augmentation", {}), dict):
         raise ConfigError(f"config key 'augmentation': expected an object, got {config['augmentation']!r}")
     ssl_lr = config["optim_config"].get("ssl_lr")
-    if ssl_lr is not None and not (isinstance(ssl_lr, (int, float)) and not isinstance(ssl_lr, bool) and ssl_lr > 0):
+    if ssl_lr is not None and not (is_number(ssl_lr) and ssl_lr > 0):
         raise ConfigError(f"optim_config.ssl_lr: expected a positive number or null, got {ssl_lr!r}")
     for key in ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa"):
         if key in config:

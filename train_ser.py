@@ -247,7 +247,8 @@ def make_splits(clips: list[Clip], config: dict, seed: int) -> dict[str, list[Tr
 
 
 def class_weights(trials: list[Trial], n_classes: int) -> torch.Tensor:
-    """Inverse class frequency, mean 1 over the classes present (``balanced`` weighting)."""
+    """Inverse class frequency, n_clips / (n_classes * count), as scikit-learn's ``balanced``
+    weighting: every class then carries the same total weight; absent classes get 0."""
     counts = np.bincount([t.label for t in trials], minlength=n_classes).astype(float)
     return torch.tensor(np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0),
                         dtype=torch.float32)

@@ -229,7 +229,8 @@ def make_splits(clips: list[Clip], config: dict, seed: int) -> dict[str, list[Tr
         if label is not None:
             trials.append(Trial(clip.path.stem, clip.path, names.index(label), speaker=f"{clip.actor:02d}",
                                 emotion=label))
-    if config.get("split", "actor") == "actor":
+    by_actor = config.get("split", "actor") == "actor"
+    if by_actor:
         splits = {name: [t for t in trials if int(t.speaker) in config[f"{name}_actors"]]
                   for name in ("train", "dev", "test")}
     else:
@@ -240,8 +241,11 @@ def make_splits(clips: list[Clip], config: dict, seed: int) -> dict[str, list[Tr
         splits = {"test": shuffled[:n_test], "dev": shuffled[n_test:n_test + n_dev],
                   "train": shuffled[n_test + n_dev:]}
     for name, split in splits.items():
-        if not split:
+        if not split and by_actor:
             raise ConfigError(f"config key '{name}_actors': no clips of these actors under {config['database_path']}")
+        if not split:
+            raise ConfigError(f"config key 'split': the random {name} split of the {len(trials)} clips under "
+                              f"{config['database_path']} is empty")
         splits[name] = sorted(split, key=lambda t: str(t.path))
     return splits
 

@@ -82,6 +82,8 @@ def test_random_split_mixes_actors(fake_ravdess):
     assert [len(splits[s]) for s in ("train", "dev", "test")] == [23, 3, 6]
     assert not {t.path for t in splits["train"]} & {t.path for t in splits["test"]}
     assert {int(t.speaker) for t in splits["test"]} & {int(t.speaker) for t in splits["train"]}
+    with pytest.raises(ConfigError, match="'split': the random dev split of the 32 clips"):
+        train_ser.make_splits(clips, {**config, "dev_fraction": 0.01}, seed=0)
     assert splits == train_ser.make_splits(clips, config, seed=0)
 
 

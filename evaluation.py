@@ -469,6 +469,8 @@ def fuse_score_files(
     in the first file's order."""
     if len(paths) < 2:
         raise ValueError(f"fusion needs at least two score files, got {len(paths)}")
+    if len({os.path.abspath(path) for path in paths}) < len(paths):
+        raise ValueError("the same score file is given twice; each run must be fused once")
     if any(os.path.abspath(path) == os.path.abspath(output) for path in paths):
         raise ValueError(f"{os.fspath(output)}: the fused file would overwrite one of its inputs")
     runs = [read_cm_scores(path) for path in paths]

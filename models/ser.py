@@ -204,6 +204,8 @@ def load_hf_audio_model(path: str | Path, loader: type, key: str, **overrides) -
     are ConfigErrors on ``key``."""
     from transformers import AutoFeatureExtractor
 
+    if str(path).startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
+        raise ConfigError(f"{key}: directory not found: {path}")
     try:
         extractor = AutoFeatureExtractor.from_pretrained(path)
         model = loader.from_pretrained(path, **overrides)

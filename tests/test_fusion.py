@@ -152,3 +152,10 @@ def test_fusion_needs_two_files(tmp_path, capsys):
     paths = mismatched_files(tmp_path, "none")
     assert main(["--fuse", str(paths[0]), "--output", str(tmp_path / "f.txt")]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def test_the_same_file_may_not_be_fused_twice(tmp_path, capsys):
+    paths = mismatched_files(tmp_path, "none")
+    assert main(["--fuse", str(paths[0]), str(paths[1]), str(paths[0]), "--output", str(tmp_path / "f.txt")]) == 2
+    assert "the same score file is given twice" in capsys.readouterr().err
+    assert not (tmp_path / "f.txt").exists()

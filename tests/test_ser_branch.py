@@ -69,7 +69,7 @@ def test_hf_audio_is_resampled_to_the_extractor_rate(tiny_ser_dir, tmp_path):
 
 
 @pytest.mark.parametrize("ser_config,message", [
-    ({"backend": "hf", "ser_path": "/nonexistent/ser"}, "ser_config.ser_path: cannot load '/nonexistent/ser'"),
+    ({"backend": "hf", "ser_path": "/nonexistent/ser"}, "ser_config.ser_path: directory not found: /nonexistent/ser"),
     ({"backend": "hf", "ser_path": "TINY", "layer": 7}, "ser_config.layer"),
     ({"backend": "acrnn", "ser_path": "/nonexistent/ser.pth"}, "/nonexistent/ser.pth"),
     ({"backend": "acrnn", "acrnn_dims": [4, 8]}, "ser_config.acrnn_dims"),

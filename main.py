@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import shutil
 import sys
 import time
@@ -46,10 +44,12 @@ from utils import (
     load_config,
     restore_rng_state,
     rng_state,
+    save_atomic,
     seed_everything,
     select_device,
     str_to_bool,
     trainable_parameters,
+    write_metrics_csv,
 )
 
 DEV_ASV_SCORES = "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.dev.gi.trl.scores.txt"
@@ -263,30 +263,6 @@ def train_epoch(model: nn.Module, loader, optimizer, scheduler, criterion, devic
     return total / count
 
 
-def _numpy_state_to_lists(state: dict) -> dict:
-    """numpy's RNG state holds an ndarray, which ``weights_only`` loading refuses; store a list."""
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    return {**state, "numpy": (name, keys.tolist(), pos, has_gauss, cached)}
-
-
-def _numpy_state_from_lists(state: dict) -> dict:
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    return {**state, "numpy": (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)}
-
-
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def write_metrics_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, seed: int,
           resume: dict | None) -> None:
     weights_dir = run_dir / "weights"
@@ -324,7 +300,7 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
         scaler.load_state_dict(resume["scaler"])
         if swa_model is not None:
             swa_model.load_state_dict(resume["swa_model"])
-        restore_rng_state(_numpy_state_from_lists(resume["rng"]), generator)
+        restore_rng_state(resume["rng"], generator)
         start_epoch, best_eer, best_tdcf, rows = resume["epoch"], resume["best_eer"], resume["best_tdcf"], resume["rows"]
         tqdm.write(f"resuming {run_dir} after epoch {start_epoch}")
 
@@ -356,7 +332,7 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "swa_model": None if swa_model is None else swa_model.state_dict(),
-            "rng": _numpy_state_to_lists(rng_state(generator)),
+            "rng": rng_state(generator),
             "epoch": epoch, "seed": seed, "best_eer": best_eer, "best_tdcf": best_tdcf, "rows": rows,
         }, run_dir / CHECKPOINT)
         write_metrics_csv(run_dir / "metrics.csv", [_complete(r, rows) for r in rows])

@@ -45,21 +45,22 @@ from data_utils import (
     make_loader,
 )
 from inference import find_audio_files
-from main import _numpy_state_from_lists, _numpy_state_to_lists, save_atomic, write_metrics_csv
 from models.ser import load_hf_audio_model, prepare_waveform, save_with_extractor, tiny_audio_config, waveform_settings
 from utils import (
     OPTIM_KEYS,
     ConfigError,
-    _check_keys,
+    check_keys,
     create_optimizer,
     is_number,
     load_config,
     restore_rng_state,
     rng_state,
+    save_atomic,
     seed_everything,
     select_device,
     str_to_bool,
     trainable_parameters,
+    write_metrics_csv,
 )
 
 # RAVDESS emotion codes (field EE of the file name).
@@ -95,7 +96,7 @@ def validate_ser_training_config(config: dict) -> None:
     backend = config.get("backend")
     if backend not in BACKENDS:
         raise ConfigError(f"config key 'backend': expected one of {', '.join(BACKENDS)}, got {backend!r}")
-    _check_keys(config, COMMON_KEYS | (HF_KEYS if backend == "hf" else RF_KEYS), "")
+    check_keys(config, COMMON_KEYS | (HF_KEYS if backend == "hf" else RF_KEYS), "")
     if "database_path" not in config:
         raise ConfigError("config is missing the required key 'database_path'")
     split = config.get("split", "actor")
@@ -141,11 +142,11 @@ def validate_hf_keys(config: dict) -> None:
         scratch = config["scratch"]
         if not isinstance(scratch, dict):
             raise ConfigError("config key 'scratch': expected an object such as {\"hidden_size\": 64, \"layers\": 2}")
-        _check_keys(scratch, SCRATCH_KEYS, "scratch.")
+        check_keys(scratch, SCRATCH_KEYS, "scratch.")
         if scratch.get("kind", "wav2vec2") not in ("wav2vec2", "hubert", "wavlm"):
             raise ConfigError(f"config key 'scratch.kind': expected wav2vec2, hubert or wavlm, got {scratch['kind']!r}")
     # ssl_lr (a second learning rate for models.ssl encoders) has no meaning here: one model, one rate.
-    _check_keys(config["optim_config"], OPTIM_KEYS - {"ssl_lr"}, "optim_config.")
+    check_keys(config["optim_config"], OPTIM_KEYS - {"ssl_lr"}, "optim_config.")
     str_to_bool(config.get("freeze_feature_encoder", True), "freeze_feature_encoder")
     for key in ("noise_snr_db", "gain_db"):
         value = config.get(key)
@@ -557,7 +558,7 @@ def train_hf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: 
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        restore_rng_state(_numpy_state_from_lists(resume["rng"]), generator)
+        restore_rng_state(resume["rng"], generator)
         rows, best_f1, stale, first_epoch = resume["rows"], resume["best_f1"], resume["stale"], resume["epoch"]
 
     for epoch in range(first_epoch, config["num_epochs"]):
@@ -601,7 +602,7 @@ def train_hf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: 
         tqdm.write(f"epoch {epoch + 1}: train loss {rows[-1]['train_loss']:.3f}, dev accuracy "
                    f"{100 * dev['accuracy']:.1f} %, dev macro-F1 {dev['macro_f1']:.3f}{' (best)' if improved else ''}")
         save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": _numpy_state_to_lists(rng_state(generator)),
+                     "scheduler": scheduler.state_dict(), "rng": rng_state(generator),
                      "rows": rows, "best_f1": best_f1, "stale": stale, "epoch": epoch + 1, "seed": seed},
                     run_dir / CHECKPOINT)
     if stale >= patience:

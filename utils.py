@@ -1,10 +1,12 @@
 """Configuration, seeding, optimiser/scheduler and model construction shared by the entry points."""
 from __future__ import annotations
 
+import csv
 import difflib
 import importlib
 import json
 import math
+import os
 import random
 from pathlib import Path
 from types import ModuleType
@@ -43,7 +45,7 @@ def str_to_bool(value: bool | str, key: str = "value") -> bool:
     raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
 
 
-def _check_keys(section: dict, allowed: set[str], where: str) -> None:
+def check_keys(section: dict, allowed: set[str], where: str) -> None:
     for key in section:
         if key not in allowed:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
@@ -86,16 +88,16 @@ def load_config(path: str | Path, validate: Callable[[dict], None] | None = None
 
 
 def validate_config(config: dict) -> None:
-    _check_keys(config, TOP_LEVEL_KEYS, "")
+    check_keys(config, TOP_LEVEL_KEYS, "")
     for key in REQUIRED_KEYS:
         if key not in config:
             raise ConfigError(f"config is missing the required key '{key}'")
-    _check_keys(config["optim_config"], OPTIM_KEYS, "optim_config.")
+    check_keys(config["optim_config"], OPTIM_KEYS, "optim_config.")
     model_config = config["model_config"]
     if "architecture" not in model_config:
         raise ConfigError("config is missing the required key 'model_config.architecture'")
     module = import_architecture(model_config["architecture"])
-    _check_keys(model_config, module.CONFIG_KEYS, "model_config.")
+    check_keys(model_config, module.CONFIG_KEYS, "model_config.")
     if hasattr(module, "validate_model_config"):  # checks of nested or dependent model keys
         module.validate_model_config(model_config)
     if model_config.get("emotion_ablation") == "shuffle" and config.get("eval_mode") == "full":
@@ -161,9 +163,12 @@ def seed_everything(seed: int, deterministic: bool = True, benchmark: bool = Fal
 
 
 def rng_state(generator: torch.Generator) -> dict:
+    """Every RNG a run draws from, in a form ``torch.load(weights_only=True)`` accepts (numpy's
+    key array stored as a list)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, keys.tolist(), pos, has_gauss, cached),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "loader": generator.get_state(),
@@ -172,11 +177,26 @@ def rng_state(generator: torch.Generator) -> dict:
 
 def restore_rng_state(state: dict, generator: torch.Generator) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     generator.set_state(state["loader"])
+
+
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` through a temporary file, so an interrupted save never leaves a torn checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def create_optimizer(parameters, optim_config: dict, total_steps: int):

@@ -10,7 +10,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -18,9 +18,15 @@ import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from config import ConfigError
+
 SAMPLE_RATE = 16000
 NB_SAMP = 64600  # ~4 s, the AASIST reference window
 SPLIT_NAMES = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
+# Extensions of the containers libsndfile reads; a listed file it still cannot decode is reported,
+# and files with other extensions (text, images, ...) are not audio and are ignored.
+AUDIO_EXTENSIONS = {".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc",
+                    ".au", ".snd", ".caf", ".w64", ".rf64", ".sph", ".voc"}
 
 
 class AudioError(Exception):
@@ -130,6 +136,15 @@ def la_trials(database_path: str | Path, split: str) -> list[Trial]:
     return read_la_protocol(la_protocol_path(database_path, split), la_audio_dir(database_path, split))
 
 
+class LoadedTrial(NamedTuple):
+    """What the dataset hands back for one trial: its windows, or the reason it cannot be used."""
+
+    windows: torch.Tensor | None
+    trial: Trial
+    reason: str | None = None
+    duration_s: float = 0.0
+
+
 @dataclass
 class Batch:
     """Windows of the utterances that loaded; ``counts[i]`` windows belong to ``utt_ids[i]``."""
@@ -142,51 +157,57 @@ class Batch:
 
 
 class TrialDataset(Dataset):
-    """Audio of ``trials`` cut for the model.
+    """Audio of ``trials`` cut for the model; the one dataset of training, evaluation and scoring.
 
     mode ``"train"``: one random ``nb_samp`` crop; ``"first"``: the first ``nb_samp`` samples
-    (reference evaluation); ``"full"``: overlapping windows over the whole utterance.
+    (reference evaluation); ``"full"``: overlapping windows over the whole utterance, ``hop``
+    samples apart. A file that cannot be used comes back with its reason instead of windows;
+    ``reject_silent`` also refuses all-zero audio (scoring it would say nothing about the file).
     """
 
     def __init__(self, trials: list[Trial], nb_samp: int = NB_SAMP, mode: str = "first",
-                 hop: int | None = None) -> None:
+                 hop: int | None = None, reject_silent: bool = False) -> None:
         if mode not in ("train", "first", "full"):
             raise ValueError(f"unknown dataset mode {mode!r}")
         self.trials = trials
         self.nb_samp = nb_samp
         self.mode = mode
         self.hop = hop or nb_samp // 2
+        self.reject_silent = reject_silent
 
     def __len__(self) -> int:
         return len(self.trials)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> LoadedTrial:
         trial = self.trials[index]
         try:
+            if trial.path.is_file() and trial.path.stat().st_size == 0:
+                return LoadedTrial(None, trial, "empty file (0 bytes)")
             audio = load_audio(trial.path)
         except AudioError as err:
-            return None, trial, err.reason
+            return LoadedTrial(None, trial, err.reason)
+        except Exception as err:  # e.g. a resampler failure: one bad file must not stop the run
+            return LoadedTrial(None, trial, f"cannot be read ({type(err).__name__}: {err})")
+        duration = len(audio) / SAMPLE_RATE
+        if self.reject_silent and not np.any(audio):
+            return LoadedTrial(None, trial, "silent audio (every sample is zero)", duration)
         if self.mode == "train":
             windows = random_crop(audio, self.nb_samp)[None]
         elif self.mode == "first":
             windows = tile_to_length(audio, self.nb_samp)[None]
         else:
             windows = sliding_windows(audio, self.nb_samp, self.hop)
-        return torch.from_numpy(np.ascontiguousarray(windows)), trial, None
+        return LoadedTrial(torch.from_numpy(np.ascontiguousarray(windows)), trial, None, duration)
 
 
-def collate_trials(items: Iterable) -> Batch:
-    loaded = [(w, t) for w, t, _ in items if w is not None]
-    failures = [(str(t.path), err) for w, t, err in items if w is None]
-    if loaded:
-        x = torch.cat([w for w, _ in loaded])
-    else:
-        x = torch.empty(0, 0)
+def collate_trials(items: Iterable[LoadedTrial]) -> Batch:
+    loaded = [item for item in items if item.windows is not None]
+    failures = [(str(item.trial.path), item.reason) for item in items if item.windows is None]
     return Batch(
-        x=x,
-        labels=torch.tensor([t.label for _, t in loaded], dtype=torch.long),
-        utt_ids=[t.utt_id for _, t in loaded],
-        counts=[len(w) for w, _ in loaded],
+        x=torch.cat([item.windows for item in loaded]) if loaded else torch.empty(0, 0),
+        labels=torch.tensor([item.trial.label for item in loaded], dtype=torch.long),
+        utt_ids=[item.trial.utt_id for item in loaded],
+        counts=[len(item.windows) for item in loaded],
         failures=failures,
     )
 
@@ -204,6 +225,7 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(dataset: TrialDataset, batch_size: int, shuffle: bool, num_workers: int,
                 generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
+    """Batches of whole utterances (``collate_trials``), each worker seeded from the loader's RNG."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -322,3 +344,17 @@ def read_emotional_set(location: str | Path, bonafide_system: str = "ESD") -> Em
     if location.is_file():
         return read_emotional_protocol(location)
     raise ValueError(f"emotional set not found: {location}")
+
+
+def find_audio_files(folder: Path, option: str = "--test_dir") -> list[Path]:
+    """Audio files under ``folder`` (recursively, by extension), relative to it and sorted;
+    ``option`` names the command-line option in the error."""
+    if not folder.exists():
+        raise ConfigError(f"{option}: folder not found: {folder}")
+    if not folder.is_dir():
+        raise ConfigError(f"{option}: not a folder: {folder}")
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*")
+                   if p.suffix.lower() in AUDIO_EXTENSIONS and not p.is_dir())
+    if not files:
+        raise ConfigError(f"{option}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {folder}")
+    return files

@@ -26,14 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_utils import NB_SAMP, SAMPLE_RATE  # noqa: E402
-from inference import (  # noqa: E402
-    export_onnx,
-    onnx_forward,
-    optimise_for_cpu,
-    threaded_cpu_forward,
-    torch_forward,
-)
-from utils import ConfigError, build_model, load_config, load_weights  # noqa: E402
+from checkpoint import load_weights  # noqa: E402
+from cm_config import load_config  # noqa: E402
+from config import ConfigError  # noqa: E402
+from models.fused import optimise_for_cpu  # noqa: E402
+from models.registry import build_model  # noqa: E402
+from onnx_export import export_onnx, onnx_forward  # noqa: E402
+from scoring import threaded_cpu_forward, torch_forward  # noqa: E402
 
 
 def measure(forward, x: torch.Tensor) -> float:

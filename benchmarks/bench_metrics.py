@@ -16,7 +16,7 @@ import numpy as np
 
 # Run as a plain script, the repository root is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evaluation import compute_eer, compute_min_tdcf  # noqa: E402
+from metrics import compute_eer, compute_min_tdcf  # noqa: E402
 
 
 def best_time(run: Callable[[], object], repeats: int) -> float:

@@ -27,9 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_utils import NB_SAMP  # noqa: E402
-from inference import optimise_for_cpu, threaded_cpu_forward  # noqa: E402
-from models.ser import save_with_extractor  # noqa: E402
-from utils import build_model, count_parameters, load_config  # noqa: E402
+from cm_config import load_config  # noqa: E402
+from models.fused import optimise_for_cpu  # noqa: E402
+from models.hf_audio import save_with_extractor  # noqa: E402
+from models.registry import build_model  # noqa: E402
+from scoring import threaded_cpu_forward  # noqa: E402
+from utils import count_parameters  # noqa: E402
 
 
 def xlsr_300m_config():

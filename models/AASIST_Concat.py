@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.ser import EMOTION_KEYS, EmotionConditionedModel, validate_emotion_config
-from utils import ConfigError
+from config import ConfigError
+from models.emotion import EMOTION_KEYS, EmotionConditionedModel, validate_emotion_config
 
 CONFIG_KEYS = EMOTION_KEYS | {"head_hidden", "head_dropout"}
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.ser import EMOTION_KEYS, EmotionConditionedModel, validate_emotion_config
-from utils import ConfigError
+from config import ConfigError
+from models.emotion import EMOTION_KEYS, EmotionConditionedModel, validate_emotion_config
 
 CONFIG_KEYS = EMOTION_KEYS | {"film_at"}
 N_BLOCKS = 6

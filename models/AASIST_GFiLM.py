@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from models import AASIST_FiLM
-from models.ser import BONAFIDE
+from models.emotion import BONAFIDE
 
 CONFIG_KEYS = AASIST_FiLM.CONFIG_KEYS
 validate_model_config = AASIST_FiLM.validate_model_config

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from config import ConfigError
 from models import AASIST
 from models.blocks import build_encoder
 from models.ssl import (
@@ -41,7 +42,6 @@ from models.ssl import (
     ssl_encoder_from_config,
     validate_ssl_config,
 )
-from utils import ConfigError
 
 CONFIG_KEYS = (AASIST.CONFIG_KEYS - {"first_conv"}) | SSL_CONFIG_KEYS
 # Where the SSL model's weights sit in the state dict, here and in the reference code alike.

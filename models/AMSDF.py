@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from config import ConfigError
 from models.blocks import (
     GraphAttentionLayer,
     GraphPool,
@@ -44,7 +45,6 @@ from models.blocks import (
 )
 from models.ser import SERBranch, validate_ser_config
 from models.ssl import SSL_CONFIG_KEYS, ssl_encoder_from_config, validate_ssl_config
-from utils import ConfigError
 
 CONFIG_KEYS = {
     "architecture", "nb_samp", "first_conv", "filts", "gat_dim", "temperatures", "view_nodes",

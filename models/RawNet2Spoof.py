@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from config import ConfigError
 from models.blocks import SincConv
-from utils import ConfigError
 
 CONFIG_KEYS = {
     "architecture",

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from config import ConfigError
 from models.blocks import GraphAttentionLayer, GraphPool, SincConv, build_encoder
-from utils import ConfigError
 
 CONFIG_KEYS = {"architecture", "nb_samp", "first_conv", "filts"}
 

@@ -1,5 +1,6 @@
-"""The speech-emotion-recognition (SER) branch shared by the emotion-aware countermeasures, and
-the base class those countermeasures build on.
+"""The speech-emotion-recognition (SER) branch shared by the emotion-aware countermeasures (the
+models that build on it: ``models/emotion.py``; the Hugging Face loading it uses:
+``models/hf_audio.py``).
 
 The branch turns a 16 kHz waveform into an utterance-level emotion embedding. It is frozen by
 default (``"freeze": true``): parameters have ``requires_grad=False`` (so the training loop leaves
@@ -24,27 +25,23 @@ Backends, ``model_config.ser_config.backend``:
 """
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 import numpy as np
-import soxr
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from checkpoint import load_weights
+from config import ConfigError, str_to_bool
 from data_utils import SAMPLE_RATE
-from models import AASIST
 from models.blocks import _hz_to_mel, _mel_to_hz
-from utils import ConfigError, load_weights, str_to_bool
+from models.frozen import KeepsFrozen, no_grad_if
+from models.hf_audio import load_hf_audio_model, prepare_waveform, waveform_settings
 
 SER_KEYS = {"backend", "ser_path", "layer", "freeze", "acrnn_dims"}
 BACKENDS = ("hf", "acrnn")
-ABLATIONS = ("none", "zero", "shuffle")
-# model_config keys every emotion-conditioned model accepts (each adds its own).
-EMOTION_KEYS = AASIST.CONFIG_KEYS | {"aasist_path", "freeze_aasist", "ser_config", "emotion_ablation"}
-BONAFIDE = 1  # logit index of the bona fide class, as in AASIST
 
 # ACRNN input recipe (AMSDF: python_speech_features.logfbank defaults, then deltas over 2 frames).
 ACRNN_FRAMES = 300
@@ -55,13 +52,6 @@ FRAME_STEP = 160  # 10 ms
 N_FFT = 512
 PRE_EMPHASIS = 0.97
 DELTA_SPAN = 2
-
-
-def freeze_(module: nn.Module) -> None:
-    """Exclude ``module`` from training: no gradients and eval mode. Owners must re-apply
-    ``eval()`` in their ``train()`` since ``model.train()`` would otherwise switch it back."""
-    module.requires_grad_(False)
-    module.eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,43 +188,6 @@ class ACRNNEncoder(nn.Module):
 # Hugging Face backend
 
 
-def load_hf_audio_model(path: str | Path, loader: type, key: str, **overrides) -> tuple[nn.Module, object]:
-    """A raw-waveform Hugging Face model (hub id or directory) with ``loader.from_pretrained``
-    (``overrides``: its keyword arguments, e.g. config fields) and its feature extractor; problems
-    are ConfigErrors on ``key``."""
-    from transformers import AutoFeatureExtractor
-
-    if str(path).startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
-        raise ConfigError(f"{key}: directory not found: {path}")
-    try:
-        extractor = AutoFeatureExtractor.from_pretrained(path)
-        model = loader.from_pretrained(path, **overrides)
-    except (OSError, ValueError, KeyError) as err:
-        raise ConfigError(f"{key}: cannot load {path!r} ({str(err).strip().splitlines()[0]})") from None
-    if getattr(extractor, "feature_size", None) != 1:
-        raise ConfigError(f"{key}: {path!r} does not take raw waveforms "
-                          f"(feature extractor {type(extractor).__name__})")
-    return model, extractor
-
-
-def waveform_settings(extractor) -> tuple[int, bool]:
-    """A feature extractor's sampling rate and ``do_normalize``: the arguments of :func:`prepare_waveform`."""
-    return int(extractor.sampling_rate), bool(getattr(extractor, "do_normalize", False))
-
-
-def prepare_waveform(wave: torch.Tensor, sample_rate: int, normalize: bool) -> torch.Tensor:
-    """16 kHz waveforms (batch, samples) -> a model's input values at its own rate (soxr) and, with
-    ``normalize``, zero mean and unit variance per utterance as its feature extractor does."""
-    if sample_rate != SAMPLE_RATE:
-        audio = wave.detach().float().cpu().numpy().T  # soxr wants (samples, channels)
-        resampled = soxr.resample(audio, SAMPLE_RATE, sample_rate, quality="HQ")
-        wave = torch.from_numpy(np.ascontiguousarray(resampled.T)).to(wave.device)
-    if normalize:
-        variance = wave.var(dim=1, correction=0, keepdim=True)
-        wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(variance + 1e-7)
-    return wave
-
-
 class HFEncoder(nn.Module):
     """Waveform -> mean-pooled hidden state of a Hugging Face audio model (or its classifier input)."""
 
@@ -282,7 +235,7 @@ class HFEncoder(nn.Module):
         return self.model(input_values=values, output_hidden_states=True).hidden_states[self.layer]
 
 
-class SERBranch(nn.Module):
+class SERBranch(KeepsFrozen):
     """Waveform (batch, samples) at 16 kHz -> emotion embedding (batch, ``embedding_dim``)."""
 
     def __init__(self, ser_config: dict) -> None:
@@ -292,27 +245,17 @@ class SERBranch(nn.Module):
         self.embedding_dim = self.encoder.embedding_dim
         self.frozen = str_to_bool(ser_config.get("freeze", True), "model_config.ser_config.freeze")
         if self.frozen:
-            freeze_(self.encoder)
-
-    def train(self, mode: bool = True) -> SERBranch:
-        super().train(mode)
-        if self.frozen:
-            self.encoder.eval()
-        return self
+            self.freeze_part("encoder")
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self._run(self.encoder, wave)
+        with no_grad_if(self.frozen):
+            return self.encoder(wave).float()
 
     def frames(self, wave: torch.Tensor) -> torch.Tensor:
         """Frame-level features (batch, steps, ``embedding_dim``) that the embedding summarises:
         ACRNN's attention-weighted BiLSTM steps, or the HF model's hidden state ``layer``."""
-        return self._run(self.encoder.frames, wave)
-
-    def _run(self, encode, wave: torch.Tensor) -> torch.Tensor:
-        if self.frozen:
-            with torch.no_grad():
-                return encode(wave).float()
-        return encode(wave).float()
+        with no_grad_if(self.frozen):
+            return self.encoder.frames(wave).float()
 
 
 def validate_ser_config(ser_config: object) -> None:
@@ -331,117 +274,3 @@ def validate_ser_config(ser_config: object) -> None:
     if ser_config["backend"] == "hf" and "acrnn_dims" in ser_config:
         raise ConfigError("model_config.ser_config.acrnn_dims: only for the 'acrnn' backend")
     str_to_bool(ser_config.get("freeze", True), "model_config.ser_config.freeze")
-
-
-# ---------------------------------------------------------------------------------------------
-# Base of the emotion-conditioned countermeasures
-
-
-def validate_emotion_config(model_config: dict) -> None:
-    """Checks shared by AASIST_Concat / AASIST_FiLM / AASIST_GFiLM (``utils.validate_config``)."""
-    if "ser_config" not in model_config:
-        raise ConfigError("config is missing the required key 'model_config.ser_config'")
-    validate_ser_config(model_config["ser_config"])
-    if model_config.get("emotion_ablation", "none") not in ABLATIONS:
-        raise ConfigError(f"model_config.emotion_ablation: expected one of {', '.join(ABLATIONS)}, "
-                          f"got {model_config['emotion_ablation']!r}")
-    str_to_bool(model_config.get("freeze_aasist", False), "model_config.freeze_aasist")
-
-
-class EmotionConditionedModel(nn.Module):
-    """AASIST (``self.aasist``, optionally initialised from ``aasist_path`` and frozen) plus the SER
-    branch (``self.ser``); subclasses decide how the emotion embedding conditions AASIST."""
-
-    def __init__(self, d_args: dict) -> None:
-        super().__init__()
-        self.aasist = AASIST.Model(d_args)
-        if d_args.get("aasist_path"):
-            load_weights(self.aasist, Path(d_args["aasist_path"]), torch.device("cpu"))
-        self.aasist_frozen = str_to_bool(d_args.get("freeze_aasist", False), "model_config.freeze_aasist")
-        if self.aasist_frozen:
-            freeze_(self.aasist)
-        self.ser = SERBranch(d_args["ser_config"])
-        self.ablation = d_args.get("emotion_ablation", "none")
-        self._last_emotion: torch.Tensor | None = None
-
-    def train(self, mode: bool = True) -> EmotionConditionedModel:
-        super().train(mode)
-        if self.aasist_frozen:
-            self.aasist.eval()
-        return self
-
-    def emotion(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised emotion embedding of each waveform, after the configured ablation.
-
-        Normalising makes the conditioning independent of the backend's embedding scale.
-        ``shuffle`` gives each utterance its batch neighbour's embedding (a one-utterance batch
-        takes the previous batch's), so the model sees a real but mismatched emotion.
-        """
-        e = F.normalize(self.ser(x), dim=-1)
-        if self.ablation == "zero":
-            return torch.zeros_like(e)
-        if self.ablation == "shuffle":
-            previous, self._last_emotion = self._last_emotion, e.detach()
-            if len(e) > 1:
-                return e.roll(1, dims=0)
-            if previous is None:
-                raise ValueError("emotion_ablation 'shuffle' needs at least two utterances in the first batch")
-            return previous[:1]
-        return e
-
-
-# ---------------------------------------------------------------------------------------------
-# A random Hugging Face SER model for offline plumbing checks
-
-
-def save_random_hf_ser(path: str | Path, seed: int = 0, hidden_size: int = 32, layers: int = 2,
-                       labels: tuple[str, ...] = ("angry", "happy", "neutral", "sad", "surprised")) -> Path:
-    """Write a tiny, randomly initialised wav2vec 2.0 emotion classifier (weights, config,
-    feature extractor) to ``path``. It recognises nothing: it exists so that the HF backend and the
-    devkit configs can run where no trained SER checkpoint can be downloaded."""
-    from transformers import Wav2Vec2ForSequenceClassification
-
-    torch.manual_seed(seed)
-    config = tiny_audio_config("wav2vec2", hidden_size, layers, classifier_proj_size=16, num_labels=len(labels),
-                               id2label=dict(enumerate(labels)),
-                               label2id={label: i for i, label in enumerate(labels)})
-    return save_with_extractor(Wav2Vec2ForSequenceClassification(config), path)
-
-
-def tiny_audio_config(kind: str = "wav2vec2", hidden_size: int = 32, layers: int = 2, **extra):
-    """The configuration of a tiny wav2vec 2.0 / HuBERT / WavLM model (three small convolutions,
-    total stride 80 = 5 ms) for offline tests and devkit plumbing; ``extra`` overrides any field."""
-    from transformers import HubertConfig, Wav2Vec2Config, WavLMConfig
-
-    classes = {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig, "wavlm": WavLMConfig}
-    if kind not in classes:
-        raise ValueError(f"unknown model kind {kind!r} (expected one of {', '.join(classes)})")
-    fields = dict(hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=2,
-                  intermediate_size=2 * hidden_size, conv_dim=(16, 16, 16), conv_kernel=(10, 8, 4),
-                  conv_stride=(5, 4, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-    return classes[kind](**{**fields, **extra})
-
-
-def save_with_extractor(model: nn.Module, path: str | Path) -> Path:
-    """Save ``model`` to ``path`` with the 16 kHz, normalising feature extractor of wav2vec 2.0."""
-    from transformers import Wav2Vec2FeatureExtractor
-
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-                                         do_normalize=True, return_attention_mask=False)
-    path = Path(path)
-    model.save_pretrained(path)
-    extractor.save_pretrained(path)
-    return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write an untrained tiny wav2vec 2.0 SER model "
-                                     "(for the devkit configs; its embeddings carry no emotion).")
-    parser.add_argument("output_dir", help="e.g. models/weights/ser_random_wav2vec2")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(f"untrained SER model written to {save_random_hf_ser(args.output_dir, args.seed)}")
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@ fairseq wav2vec 2.0 pre-training checkpoint file (``*.pt``, e.g. the public ``xl
 The fairseq file is read with ``torch.load(weights_only=True)`` -- fairseq itself is never
 imported -- and its config and state dict are mapped onto a transformers ``Wav2Vec2Model``.
 
-Frozen (the default) follows the SER branch's policy (:func:`models.ser.freeze_`): no gradients,
+Frozen (the default) follows the policy of ``models/frozen.py``: no gradients,
 eval mode whatever ``train()`` says, forward under ``torch.no_grad``. The learned layer weights of
 ``layers="weighted"`` (or a list) stay trainable either way.
 """
@@ -22,16 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from checkpoint import load_state_strictly
+from config import ConfigError, str_to_bool
 from data_utils import SAMPLE_RATE
-from models.ser import (
-    freeze_,
-    load_hf_audio_model,
-    prepare_waveform,
-    save_with_extractor,
-    tiny_audio_config,
-    waveform_settings,
-)
-from utils import ConfigError, load_state_strictly, str_to_bool
+from models.frozen import KeepsFrozen, no_grad_if
+from models.hf_audio import load_hf_audio_model, prepare_waveform, waveform_settings
 
 # fairseq wav2vec 2.0 parameter names -> transformers Wav2Vec2Model names; the first matching rule
 # applies. Conv block i of fairseq is Sequential(conv, dropout, norm, GELU); in "layer_norm" mode the
@@ -215,7 +210,7 @@ def load_fairseq_wav2vec2(path: Path) -> tuple[nn.Module, int, bool]:
     return model, int(task_cfg.get("sample_rate", SAMPLE_RATE)), bool(task_cfg.get("normalize", False))
 
 
-class SSLEncoder(nn.Module):
+class SSLEncoder(KeepsFrozen):
     """16 kHz waveforms (batch, samples) -> SSL features (batch, frames, ``output_dim``).
 
     ``layers``: ``"last"`` (the model's output), ``"weighted"`` (a learned softmax-weighted sum of
@@ -262,15 +257,9 @@ class SSLEncoder(nn.Module):
             self.layer_weights = nn.Parameter(torch.zeros(count))  # softmax of zeros: the plain mean
         self.frozen = freeze
         if freeze:
-            freeze_(self.model)
+            self.freeze_part("model")
         if gradient_checkpointing:  # renamed activation checkpointing in transformers 5
             getattr(self.model, "activation_checkpointing_enable", self.model.gradient_checkpointing_enable)()
-
-    def train(self, mode: bool = True) -> SSLEncoder:
-        super().train(mode)
-        if self.frozen:
-            self.model.eval()
-        return self
 
     def _hidden(self, values: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if self.layers == "last":
@@ -282,37 +271,10 @@ class SSLEncoder(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         values = prepare_waveform(wave, self.sample_rate, self.normalize)
-        if self.frozen:
-            with torch.no_grad():
-                hidden = self._hidden(values)
-        else:
+        with no_grad_if(self.frozen):
             hidden = self._hidden(values)
         if self.layers == "last":
             return hidden.float()
         chosen = hidden if self.layers == "weighted" else [hidden[i] for i in self.layers]
         weights = torch.softmax(self.layer_weights, dim=0)
         return torch.einsum("l,lbtd->btd", weights, torch.stack(chosen).float())
-
-
-def save_random_ssl(path: str | Path, kind: str = "wav2vec2", hidden_size: int = 32, layers: int = 2,
-                    seed: int = 0) -> Path:
-    """Write a tiny, randomly initialised wav2vec 2.0 / HuBERT / WavLM encoder (weights, config,
-    feature extractor) to ``path``: for tests and devkit plumbing where XLS-R cannot be downloaded."""
-    from transformers import AutoModel
-
-    torch.manual_seed(seed)
-    return save_with_extractor(AutoModel.from_config(tiny_audio_config(kind, hidden_size, layers)), path)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write an untrained tiny SSL encoder (for the devkit "
-                                     "configs; its features are random projections, not speech features).")
-    parser.add_argument("output_dir", help="e.g. models/weights/ssl_random_wav2vec2")
-    parser.add_argument("--kind", choices=("wav2vec2", "hubert", "wavlm"), default="wav2vec2")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(f"untrained SSL model written to {save_random_ssl(args.output_dir, args.kind, seed=args.seed)}")
-
-
-if __name__ == "__main__":
-    main()

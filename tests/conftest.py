@@ -1,11 +1,20 @@
-"""Shared test fixtures: where ../shared lives and small helpers to write audio."""
+"""Shared test fixtures and helpers: where ../shared lives, tiny datasets, configs and models,
+entry-point runners, a local HTTP server. Test files import helpers from here only."""
 from __future__ import annotations
 
+import json
 import os
+import re
+import socket
+import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +38,7 @@ def shared_dir() -> Path:
 def tiny_ser_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised wav2vec 2.0 emotion classifier saved as a Hugging Face
     directory (config, safetensors weights, feature extractor), loaded by path in the tests."""
-    from models.ser import save_random_hf_ser
+    from models.hf_audio import save_random_hf_ser
     return save_random_hf_ser(tmp_path_factory.mktemp("ser") / "tiny_wav2vec2")
 
 
@@ -37,7 +46,7 @@ def tiny_ser_dir(tmp_path_factory) -> Path:
 def tiny_ssl_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised wav2vec 2.0 encoder (hidden size 32, 2 layers) saved as a
     Hugging Face directory, for the SSL front end's tests."""
-    from models.ssl import save_random_ssl
+    from models.hf_audio import save_random_ssl
     return save_random_ssl(tmp_path_factory.mktemp("ssl") / "tiny_wav2vec2")
 
 
@@ -51,25 +60,208 @@ def single_thread():
     torch.set_num_threads(before)
 
 
-def interrupted_run(monkeypatch, main_args: list[str], call: int = 2) -> None:
-    """Run ``main.main(main_args)`` and stop it as a kill would (KeyboardInterrupt) at the
-    ``call``-th ``score_trials`` call, i.e. during dev scoring of epoch ``call``; the checkpoint of
-    the epochs before stays for ``--resume``."""
-    import main as main_module
+def stop_after_first_checkpoint(monkeypatch, entry, args: list) -> None:
+    """Run ``entry(args)`` (a ``main()`` of main.py or train_ser.py) and stop it as a kill would
+    (KeyboardInterrupt) right after its first checkpoint is written, so it can be resumed."""
+    import engine
 
-    original = main_module.score_trials
-    calls = {"n": 0}
+    real_save = engine.save_checkpoint
 
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == call:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
+    def save_then_stop(state, run_dir):
+        real_save(state, run_dir)
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(main_module, "score_trials", interrupting)
+    monkeypatch.setattr(engine, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        main_module.main(main_args)
-    monkeypatch.setattr(main_module, "score_trials", original)
+        entry(args)
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+
+
+def run_script(script: str, *args, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run one of the project's entry points (e.g. ``main.py``) in a fresh interpreter."""
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny LA-layout dataset and countermeasure config
+
+# A small AASIST for 0.5-s windows (main.py and inference.py tests).
+TINY_MODEL = {
+    "architecture": "AASIST", "nb_samp": 8000, "first_conv": 32,
+    "filts": [20, [1, 8], [8, 8], [8, 16], [16, 16]], "gat_dims": [16, 16],
+    "pool_ratios": [0.5, 0.7, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0],
+}
+# The AASIST keys of the tiny emotion-conditioned models (0.25-s windows).
+TINY_AASIST = {
+    "nb_samp": 4000, "first_conv": 32, "filts": [20, [1, 4], [4, 4], [4, 8], [8, 8]], "gat_dims": [8, 8],
+    "pool_ratios": [0.5, 0.7, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0],
+}
+
+
+def write_split(root, split, prefix, n_per_class, rng, corrupt=False):
+    audio_dir = root / f"ASVspoof2019_LA_{split}" / "flac"
+    audio_dir.mkdir(parents=True)
+    lines = []
+    for i in range(2 * n_per_class):
+        bonafide = i % 2 == 0
+        utt = f"LA_{prefix}_{i:07d}"
+        t = np.arange(int(rng.uniform(0.3, 0.6) * 16000)) / 16000
+        # Learnable: bona fide = low harmonic tone, spoof = high tone; both with noise.
+        freq = rng.uniform(150, 300) if bonafide else rng.uniform(2500, 4000)
+        wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(len(t))
+        sf.write(audio_dir / f"{utt}.flac", wave.astype(np.float32), 16000)
+        lines.append(f"SPK{i % 3} {utt} - {'-' if bonafide else 'A0' + str(1 + i // 2 % 2)} "
+                     f"{'bonafide' if bonafide else 'spoof'}")
+    if corrupt:
+        (audio_dir / f"LA_{prefix}_9999999.flac").write_bytes(b"corrupt")
+        lines.append(f"SPK0 LA_{prefix}_9999999 - A01 spoof")
+    protocols = root / "ASVspoof2019_LA_cm_protocols"
+    protocols.mkdir(exist_ok=True)
+    name = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}[split]
+    (protocols / f"ASVspoof2019.LA.cm.{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def tiny_la(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "LA"
+    write_split(root, "train", "T", 8, rng, corrupt=True)
+    write_split(root, "dev", "D", 4, rng)
+    write_split(root, "eval", "E", 4, rng)
+    return root
+
+
+def make_config(tmp_path, database, name="tiny.conf", **overrides):
+    config = {
+        "database_path": str(database), "model_path": str(tmp_path / "none.pth"),
+        "batch_size": 4, "num_epochs": 2, "loss": "CCE", "track": "LA",
+        "eval_all_best": "False", "eval_output": "eval_scores.txt",
+        "cudnn_deterministic_toggle": "True", "cudnn_benchmark_toggle": "False", "num_workers": 0,
+        "model_config": dict(TINY_MODEL),
+        "optim_config": {"optimizer": "adam", "amsgrad": "False", "base_lr": 0.001, "lr_min": 0.00005,
+                         "betas": [0.9, 0.999], "weight_decay": 0.0001, "scheduler": "cosine"},
+    }
+    config.update(overrides)
+    path = tmp_path / name
+    path.write_text(json.dumps(config))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# A local HTTP server for the download tests
+
+
+class FileServer:
+    """In-memory files over HTTP with Range support and injectable faults."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.cut_after: dict[str, int] = {}  # path -> bytes sent before the connection drops (once)
+        self.ignore_range: set[str] = set()
+        self.redirects: dict[str, str] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.requests.append((self.path, dict(self.headers)))
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start, status = 0, 200
+                requested = self.headers.get("Range")
+                if requested and self.path not in server.ignore_range:
+                    start = int(requested.removeprefix("bytes=").rstrip("-"))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    status = 206
+                body = data[start:]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                cut = server.cut_after.pop(self.path, None)
+                if cut is None:
+                    self.wfile.write(body)
+                    return
+                self.wfile.write(body[:cut])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def ranges(self, path: str) -> list[str | None]:
+        return [headers.get("Range") for p, headers in self.requests if p == path]
+
+
+@pytest.fixture
+def server(monkeypatch):
+    import downloads
+
+    monkeypatch.setattr(downloads, "RETRY_DELAY_S", 0.0)
+    files = FileServer()
+    files.thread.start()
+    yield files
+    files.httpd.shutdown()
+    files.httpd.server_close()
+
+
+# ---------------------------------------------------------------------------------------------
+# fairseq naming of wav2vec 2.0 parameters (to write checkpoints in fairseq's layout)
+
+
+def fairseq_name(name: str, layer_norm_extractor: bool) -> str:
+    """transformers Wav2Vec2Model parameter name -> the name fairseq's Wav2Vec2Model gives it."""
+    conv = re.match(r"feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(\w+)$", name)
+    if conv:
+        index, part, leaf = conv.groups()
+        position = "0" if part == "conv" else ("2.1" if layer_norm_extractor else "2")
+        return f"feature_extractor.conv_layers.{index}.{position}.{leaf}"
+    fixed = {
+        "masked_spec_embed": "mask_emb",
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original0": "encoder.pos_conv.0.weight_g",
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original1": "encoder.pos_conv.0.weight_v",
+        "encoder.pos_conv_embed.conv.bias": "encoder.pos_conv.0.bias",
+    }
+    if name in fixed:
+        return fixed[name]
+    name = name.replace("feature_projection.layer_norm.", "layer_norm.")
+    name = name.replace("feature_projection.projection.", "post_extract_proj.")
+    name = re.sub(r"(encoder\.layers\.\d+)\.layer_norm\.", r"\1.self_attn_layer_norm.", name)
+    name = name.replace(".attention.", ".self_attn.")
+    name = name.replace(".feed_forward.intermediate_dense.", ".fc1.")
+    return name.replace(".feed_forward.output_dense.", ".fc2.")
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning checks
 
 
 def assert_learns(model, make_batch, steps: int, lr: float, n_test: int) -> None:

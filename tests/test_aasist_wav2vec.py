@@ -12,12 +12,16 @@ import torch.nn.functional as F
 import inference
 import main as main_module
 from data_utils import la_trials, load_audio, random_crop
-from models.ser import save_with_extractor, tiny_audio_config
-from tests.conftest import REPO, interrupted_run
-from tests.test_main import make_config, tiny_la  # noqa: F401  (tiny_la is a fixture)
-from tests.test_ssl import _fairseq_name
-from utils import (ConfigError, build_model, create_optimizer, load_config, load_weights, parameter_groups,
-                   trainable_parameters)
+from checkpoint import load_weights
+from cm_config import load_config
+from config import ConfigError
+from models.fused import optimise_for_cpu
+from models.hf_audio import save_with_extractor, tiny_audio_config
+from models.registry import build_model
+from onnx_export import export_onnx
+from scoring import threaded_cpu_forward
+from tests.conftest import REPO, fairseq_name, make_config, stop_after_first_checkpoint
+from utils import create_optimizer, parameter_groups, trainable_parameters
 
 BACK_END = {"filts": [48, [1, 8], [8, 8], [8, 16], [16, 16]], "gat_dims": [16, 16],
             "pool_ratios": [0.5, 0.5, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0]}
@@ -116,9 +120,10 @@ def test_main_trains_and_resumes_with_two_parameter_groups_without_swa(tmp_path,
     full = next((tmp_path / "full").iterdir())
     checkpoint = torch.load(full / "checkpoint.pth", weights_only=True)
     assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]][1] < 1e-4  # decayed ssl_lr
-    assert checkpoint["swa_model"] is None and not (full / "weights/swa.pth").exists()  # no SWA copy
+    assert checkpoint["task"]["swa_model"] is None and not (full / "weights/swa.pth").exists()  # no SWA copy
 
-    interrupted_run(monkeypatch, ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "3"])
+    stop_after_first_checkpoint(monkeypatch, main_module.main,
+                                ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "3"])
     split = next((tmp_path / "split").iterdir())
     main_module.main(["--resume", str(split)])
     a = torch.load(full / "weights/final.pth", weights_only=True)
@@ -132,9 +137,9 @@ def test_inference_paths_agree(tiny_ssl_dir, tmp_path, single_thread):
     x = torch.randn(3, 8000)
     with torch.no_grad():
         eager = model(x)[1].numpy()
-    fast = inference.threaded_cpu_forward(inference.optimise_for_cpu(model), 2)(x)
+    fast = threaded_cpu_forward(optimise_for_cpu(model), 2)(x)
     np.testing.assert_allclose(fast, eager, atol=1e-4)
-    difference = inference.export_onnx(model, tmp_path / "model.onnx", 8000)
+    difference = export_onnx(model, tmp_path / "model.onnx", 8000)
     assert difference is not None and difference < 1e-4
 
 
@@ -206,7 +211,7 @@ def _save_in_reference_layout(model, path) -> None:
     state = {}
     for key, value in model.state_dict().items():
         if key.startswith("ssl_model.model."):
-            key = "ssl_model.model." + _fairseq_name(key.removeprefix("ssl_model.model."), layer_norm_extractor)
+            key = "ssl_model.model." + fairseq_name(key.removeprefix("ssl_model.model."), layer_norm_extractor)
         state["module." + key] = value
     state["module.ssl_model.model.quantizer.vars"] = torch.randn(1, 8, 16)
     state["module.ssl_model.model.project_q.weight"] = torch.randn(16, 16)

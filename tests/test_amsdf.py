@@ -13,7 +13,10 @@ import inference
 import main as main_module
 from data_utils import la_trials, load_audio
 from tests.conftest import REPO
-from utils import ConfigError, build_model, load_config, trainable_parameters, validate_config
+from cm_config import load_config, validate_config
+from config import ConfigError
+from models.registry import build_model
+from utils import trainable_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -13,9 +13,12 @@ import json
 import torch
 
 import main as main_module
+from checkpoint import load_weights
+from cm_eval import metrics_for
 from data_utils import SkipReport, la_trials
+from models.registry import build_model
+from scoring import score_trials
 from tests.conftest import REPO
-from utils import build_model, load_weights
 
 # 40 bona fide and 90 spoof dev trials: the standard error of an EER near 20 % is about
 # sqrt(0.2 * 0.8 / 40) = 6.3 points, so 20 % is more than four standard errors below chance (50 %).
@@ -37,8 +40,8 @@ def test_short_devkit_run_learns(shared_dir, tmp_path):
     model = build_model(config["model_config"])
     load_weights(model, shared_dir / "reference/weights/AASIST-L.pth", torch.device("cpu"))
     dev = la_trials(config["database_path"], "dev")
-    scores = main_module.score_trials(model, dev, config, torch.device("cpu"), SkipReport(), "dev")
-    before = main_module.metrics_for(dev, scores, None)["eer"]
+    scores = score_trials(model, dev, config, torch.device("cpu"), SkipReport(), "dev")
+    before = metrics_for(dev, scores, None)["eer"]
 
     main_module.main(["--config", str(config_path), "--output_dir", str(tmp_path / "runs")])
     run_dir = next((tmp_path / "runs").iterdir())

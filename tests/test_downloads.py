@@ -7,9 +7,7 @@ import hashlib
 import io
 import socket
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -17,81 +15,8 @@ import pytest
 
 import download_dataset
 import download_weights
-from download_dataset import DATASETS, MARKER, UnsafeArchiveError, fetch_dataset, safe_extract
-from download_weights import REGISTRY, DownloadError, download_file, fetch_weights
-
-
-class FileServer:
-    """In-memory files over HTTP with Range support and injectable faults."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.cut_after: dict[str, int] = {}  # path -> bytes sent before the connection drops (once)
-        self.ignore_range: set[str] = set()
-        self.redirects: dict[str, str] = {}
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests.append((self.path, dict(self.headers)))
-                if self.path in server.redirects:
-                    self.send_response(302)
-                    self.send_header("Location", server.redirects[self.path])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                start, status = 0, 200
-                requested = self.headers.get("Range")
-                if requested and self.path not in server.ignore_range:
-                    start = int(requested.removeprefix("bytes=").rstrip("-"))
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    status = 206
-                body = data[start:]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.end_headers()
-                cut = server.cut_after.pop(self.path, None)
-                if cut is None:
-                    self.wfile.write(body)
-                    return
-                self.wfile.write(body[:cut])
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def ranges(self, path: str) -> list[str | None]:
-        return [headers.get("Range") for p, headers in self.requests if p == path]
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setattr(download_weights, "RETRY_DELAY_S", 0.0)
-    files = FileServer()
-    files.thread.start()
-    yield files
-    files.httpd.shutdown()
-    files.httpd.server_close()
+from downloads import (DATASETS, MARKER, REGISTRY, DownloadError, UnsafeArchiveError, download_file, entry_for_path,
+                       fetch_dataset, fetch_weights, safe_extract)
 
 
 def random_bytes(n: int, seed: int = 0) -> bytes:
@@ -175,8 +100,8 @@ def test_list_shows_the_registry(capsys):
 
 
 def test_registry_entry_is_found_from_a_config_model_path():
-    assert download_weights.entry_for_path("./models/weights/AASIST-L.pth").name == "AASIST-L"
-    assert download_weights.entry_for_path("exp_result/run/weights/best.pth") is None
+    assert entry_for_path("./models/weights/AASIST-L.pth").name == "AASIST-L"
+    assert entry_for_path("exp_result/run/weights/best.pth") is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,19 +7,14 @@ import pytest
 import soundfile as sf
 import torch
 
-import evaluation
 import main as main_module
 from data_utils import EMOTIONS, read_emotional_layout, read_emotional_protocol, read_emotional_set
-from tests.test_main import make_config, write_split
-from utils import build_model
+from metrics import compute_eer
+from models.registry import build_model
+from reports import emotion_report, format_emotion_table
+from tests.conftest import TINY_AASIST, make_config, write_split
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-TINY_AASIST = {
-    "nb_samp": 4000, "first_conv": 32, "filts": [20, [1, 4], [4, 4], [4, 8], [8, 8]], "gat_dims": [8, 8],
-    "pool_ratios": [0.5, 0.7, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0],
-}
-
 
 def write_tone(path, bonafide: bool, rng: np.random.Generator) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,10 +78,10 @@ def test_emotion_report_cells():
     keys, systems, emotions = (np.array(column) for column in zip(*rows))
     scores = rng.normal(size=len(rows)) + np.where(keys == "bonafide", 1.0, 0.0)
     scores[(systems == "A") & (emotions == "sad")] += 3.0  # A's sad spoofs look bona fide
-    report = evaluation.emotion_report(scores, keys, systems, emotions, n_boot=200)
+    report = emotion_report(scores, keys, systems, emotions, n_boot=200)
 
     def eer(bona_mask, spoof_mask):
-        return 100 * evaluation.compute_eer(scores[bona_mask & (keys == "bonafide")],
+        return 100 * compute_eer(scores[bona_mask & (keys == "bonafide")],
                                             scores[spoof_mask & (keys == "spoof")])[0]
     sad, spoof_a = emotions == "sad", systems == "A"
     cell = report["per_system_emotion"]["A"]["sad"]
@@ -101,7 +96,7 @@ def test_emotion_report_cells():
     assert report["empty"] == ["emotion happy: no bona fide trials", "A x happy: no bona fide trials",
                                "B x happy: no bona fide trials"]
 
-    table = evaluation.format_emotion_table(report)
+    table = format_emotion_table(report)
     assert all(word in table for word in ("angry", "happy", "sad", "all systems", "A", "B", "n/a (0+3)", "(6+5)"))
 
 

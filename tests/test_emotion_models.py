@@ -9,15 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from models import AASIST
-from tests.conftest import REPO, assert_learns
-from utils import ConfigError, build_model, load_config, trainable_parameters
+from cm_config import load_config
+from config import ConfigError
+from models.registry import build_model
+from tests.conftest import REPO, TINY_AASIST, assert_learns
+from utils import trainable_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY_AASIST = {
-    "nb_samp": 4000, "first_conv": 32, "filts": [20, [1, 4], [4, 4], [4, 8], [8, 8]], "gat_dims": [8, 8],
-    "pool_ratios": [0.5, 0.7, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0],
-}
 ALL_SITES = ["embedding", "graph", "block0", "block3", "block5"]
 
 

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import evaluation
-from evaluation import (
+from metrics import (
     AsvScores,
     CostModel,
     compute_det_curve,
@@ -22,7 +21,7 @@ from evaluation import (
     read_asv_scores,
     read_cm_scores,
 )
-from tests.conftest import REPO
+from tests.conftest import run_script, write_lines
 
 CM_REFERENCE = "reference/cm_scores_synthetic_LA_eval.txt"
 ASV_REFERENCE = "reference/ASVspoof2019_LA_protocols/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"
@@ -30,15 +29,7 @@ EXPECTED = "reference/metrics_expected.json"
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "evaluation.py"), *map(str, args)],
-        capture_output=True, text=True, timeout=120,
-    )
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(line + "\n" for line in lines))
-    return path
+    return run_script("evaluation.py", *args, timeout=120)
 
 
 # --- reference reproduction -------------------------------------------------------------

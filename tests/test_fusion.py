@@ -8,8 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation import compute_eer, fuse_score_files, fuse_score_matrix, main, read_cm_scores
-from tests.test_evaluation import run_cli, write_lines
+from evaluation import main
+from fusion import fuse_score_files, fuse_score_matrix
+from metrics import compute_eer, read_cm_scores
+from tests.conftest import run_script, write_lines
+
+
+def run_cli(*args):
+    return run_script("evaluation.py", *args, timeout=120)
+
 
 N_PER_CLASS = 2000
 ATTACKS = ("A07", "A08")

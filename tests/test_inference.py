@@ -14,20 +14,17 @@ import soundfile as sf
 import soxr
 import torch
 
-import download_weights
+import downloads
 import inference
 from data_utils import load_audio, sliding_windows
-from evaluation import compute_eer
+from checkpoint import load_weights
+from cm_config import load_config
+from metrics import compute_eer
 from models.blocks import ResidualBlock
-from tests.conftest import REPO
-from tests.test_downloads import server  # noqa: F401  (the local HTTP server fixture)
-from utils import build_model, load_config, load_weights
-
-TINY_MODEL = {
-    "architecture": "AASIST", "nb_samp": 8000, "first_conv": 32,
-    "filts": [20, [1, 8], [8, 8], [8, 16], [16, 16]], "gat_dims": [16, 16],
-    "pool_ratios": [0.5, 0.7, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0],
-}
+from models.fused import FusedResidualBlock, optimise_for_cpu
+from models.registry import build_model
+from scoring import threaded_cpu_forward
+from tests.conftest import REPO, TINY_MODEL
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +77,9 @@ def official(shared_dir):
 
 
 def test_optimised_cpu_path_equals_eager_on_the_official_weights(official):
-    fast = inference.optimise_for_cpu(official["model"])
-    assert sum(isinstance(m, inference.FusedResidualBlock) for m in fast.modules()) == 6
-    forward = inference.threaded_cpu_forward(fast, threads=2)
+    fast = optimise_for_cpu(official["model"])
+    assert sum(isinstance(m, FusedResidualBlock) for m in fast.modules()) == 6
+    forward = threaded_cpu_forward(fast, threads=2)
     logits = forward(torch.cat(list(official["windows"].values())))
     eager = np.concatenate(list(official["eager"].values()))
     np.testing.assert_allclose(logits[:, 1] - logits[:, 0], eager, atol=1e-4)
@@ -271,7 +268,7 @@ def test_fused_block_equals_the_residual_block(channels, pool, length):
         block.bn2.bias.uniform_(-0.5, 0.5)
     x = torch.randn(2, channels[0], 7, length)
     # A tiny chunk budget forces many chunks, so every halo and edge case is exercised.
-    fused = inference.FusedResidualBlock(block, chunk_bytes=4 * channels[1] * 8 * 12)
+    fused = FusedResidualBlock(block, chunk_bytes=4 * channels[1] * 8 * 12)
     with torch.inference_mode():
         np.testing.assert_allclose(fused(x).numpy(), block(x).numpy(), atol=1e-5)
 
@@ -310,12 +307,12 @@ def test_offline_run_names_the_download_command(tiny, tmp_path, capsys):
     assert not weights.exists()
 
 
-def test_missing_official_weights_are_downloaded_on_first_run(server, shared_dir, tiny, tmp_path,  # noqa: F811
+def test_missing_official_weights_are_downloaded_on_first_run(server, shared_dir, tiny, tmp_path,
                                                               monkeypatch, capsys):
     official = (shared_dir / "reference/weights/AASIST-L.pth").read_bytes()
     server.files["/AASIST-L.pth"] = official
-    entry = dataclasses.replace(download_weights.REGISTRY["AASIST-L"], url=server.url("/AASIST-L.pth"))
-    monkeypatch.setitem(download_weights.REGISTRY, "AASIST-L", entry)
+    entry = dataclasses.replace(downloads.REGISTRY["AASIST-L"], url=server.url("/AASIST-L.pth"))
+    monkeypatch.setitem(downloads.REGISTRY, "AASIST-L", entry)
     folder = tmp_path / "one"
     folder.mkdir()
     shutil.copy(tiny["folder"] / "a.wav", folder / "a.wav")

@@ -1,76 +1,16 @@
 """main.py end to end on a tiny generated LA-layout dataset: start-up errors, training, resume, --eval."""
 import csv
 import json
-import subprocess
-import sys
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 import main as main_module
-from tests.conftest import REPO, interrupted_run
-
-TINY_MODEL = {
-    "architecture": "AASIST", "nb_samp": 8000, "first_conv": 32,
-    "filts": [20, [1, 8], [8, 8], [8, 16], [16, 16]], "gat_dims": [16, 16],
-    "pool_ratios": [0.5, 0.7, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0],
-}
-
-
-def write_split(root, split, prefix, n_per_class, rng, corrupt=False):
-    audio_dir = root / f"ASVspoof2019_LA_{split}" / "flac"
-    audio_dir.mkdir(parents=True)
-    lines = []
-    for i in range(2 * n_per_class):
-        bonafide = i % 2 == 0
-        utt = f"LA_{prefix}_{i:07d}"
-        t = np.arange(int(rng.uniform(0.3, 0.6) * 16000)) / 16000
-        # Learnable: bona fide = low harmonic tone, spoof = high tone; both with noise.
-        freq = rng.uniform(150, 300) if bonafide else rng.uniform(2500, 4000)
-        wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(len(t))
-        sf.write(audio_dir / f"{utt}.flac", wave.astype(np.float32), 16000)
-        lines.append(f"SPK{i % 3} {utt} - {'-' if bonafide else 'A0' + str(1 + i // 2 % 2)} "
-                     f"{'bonafide' if bonafide else 'spoof'}")
-    if corrupt:
-        (audio_dir / f"LA_{prefix}_9999999.flac").write_bytes(b"corrupt")
-        lines.append(f"SPK0 LA_{prefix}_9999999 - A01 spoof")
-    protocols = root / "ASVspoof2019_LA_cm_protocols"
-    protocols.mkdir(exist_ok=True)
-    name = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}[split]
-    (protocols / f"ASVspoof2019.LA.cm.{name}.txt").write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture
-def tiny_la(tmp_path):
-    rng = np.random.default_rng(0)
-    root = tmp_path / "LA"
-    write_split(root, "train", "T", 8, rng, corrupt=True)
-    write_split(root, "dev", "D", 4, rng)
-    write_split(root, "eval", "E", 4, rng)
-    return root
-
-
-def make_config(tmp_path, database, name="tiny.conf", **overrides):
-    config = {
-        "database_path": str(database), "model_path": str(tmp_path / "none.pth"),
-        "batch_size": 4, "num_epochs": 2, "loss": "CCE", "track": "LA",
-        "eval_all_best": "False", "eval_output": "eval_scores.txt",
-        "cudnn_deterministic_toggle": "True", "cudnn_benchmark_toggle": "False", "num_workers": 0,
-        "model_config": dict(TINY_MODEL),
-        "optim_config": {"optimizer": "adam", "amsgrad": "False", "base_lr": 0.001, "lr_min": 0.00005,
-                         "betas": [0.9, 0.999], "weight_decay": 0.0001, "scheduler": "cosine"},
-    }
-    config.update(overrides)
-    path = tmp_path / name
-    path.write_text(json.dumps(config))
-    return path
+from tests.conftest import REPO, TINY_MODEL, make_config, run_script, stop_after_first_checkpoint
 
 
 def run_cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    return run_script("main.py", *args, cwd=cwd)
 
 
 @pytest.mark.parametrize("mutate,expected", [
@@ -94,7 +34,7 @@ def test_config_errors_are_one_line(tmp_path, tiny_la, mutate, expected):
 
 
 def test_reference_configs_validate():
-    from utils import load_config
+    from cm_config import load_config
     for name in ("AASIST.conf", "AASIST-L.conf", "AASIST-L_devkit.conf"):
         load_config(REPO / "config" / name)
 
@@ -112,8 +52,9 @@ def test_train_then_resume_matches_uninterrupted_run(tmp_path, tiny_la, monkeypa
     assert set(report["la_eval"]["per_attack"]) == {"A01", "A02"}
     assert len((full / "eval_scores.txt").read_text().splitlines()) == 8
 
-    # Interrupt a second run after epoch 1 (dev scoring of epoch 2 fails), then resume it.
-    interrupted_run(monkeypatch, ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "7"])
+    # Stop a second run after epoch 1's checkpoint, as a kill would, then resume it.
+    stop_after_first_checkpoint(monkeypatch, main_module.main,
+                                ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "7"])
     split = next((tmp_path / "split").iterdir())
     assert torch.load(split / "checkpoint.pth", weights_only=True)["epoch"] == 1
     main_module.main(["--resume", str(split)])
@@ -134,7 +75,7 @@ def test_refuses_to_overwrite_a_run(tmp_path, tiny_la):
 
 
 def test_eval_mode_writes_scores_and_report(tmp_path, tiny_la):
-    from utils import build_model
+    from models.registry import build_model
     weights = tmp_path / "w.pth"
     torch.save(build_model(TINY_MODEL).state_dict(), weights)
     config = make_config(tmp_path, tiny_la, model_path=str(weights), eval_mode="full")

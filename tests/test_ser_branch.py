@@ -12,17 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-import main as main_module
-from data_utils import Trial, collate_trials
+from data_utils import LoadedTrial, Trial, collate_trials
 from models.ser import ACRNN, SERBranch, acrnn_features
-from utils import ConfigError, build_model, create_optimizer, load_config, trainable_parameters
+from cm_config import load_config
+from cm_train import update_bn_of_trainable
+from config import ConfigError
+from models.registry import build_model
+from tests.conftest import TINY_AASIST
+from utils import create_optimizer, trainable_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY_AASIST = {
-    "nb_samp": 4000, "first_conv": 32, "filts": [20, [1, 4], [4, 4], [4, 8], [8, 8]], "gat_dims": [8, 8],
-    "pool_ratios": [0.5, 0.7, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0],
-}
 TINY_ACRNN = {"backend": "acrnn", "ser_path": None, "acrnn_dims": [4, 8, 16, 8]}
 
 
@@ -191,9 +191,9 @@ def test_frozen_ser_is_untouched_by_training_and_swa(tiny_ser_dir, ser_config):
     swa = AveragedModel(model)
     swa.update_parameters(model)
     x, y = tone_batch(4, np.random.default_rng(2), 4000)
-    batches = [collate_trials([(x[i:i + 1], Trial(str(i), Path("-"), int(y[i])), None) for i in range(4)])]
+    batches = [collate_trials([LoadedTrial(x[i:i + 1], Trial(str(i), Path("-"), int(y[i]))) for i in range(4)])]
     aasist_bn_before = swa.module.aasist.first_bn.running_mean.clone()
-    main_module.update_bn_of_trainable(batches, swa, torch.device("cpu"))
+    update_bn_of_trainable(batches, swa, torch.device("cpu"))
     assert all(torch.equal(v, ser_before[k]) for k, v in swa.module.ser.state_dict().items())
     assert not torch.equal(swa.module.aasist.first_bn.running_mean, aasist_bn_before)
 

@@ -12,12 +12,18 @@ import pytest
 import soundfile as sf
 import torch
 
+import ser_train
 import train_ser
-from data_utils import EMOTIONS, SAMPLE_RATE
-from models.ser import SERBranch, prepare_waveform
-from utils import ConfigError, load_config
-
-REPO = Path(__file__).resolve().parents[1]
+from cm_config import load_config
+from config import ConfigError
+from data_utils import EMOTIONS, SAMPLE_RATE, SkipReport, Trial, load_audio
+from models.hf_audio import prepare_waveform
+from models.ser import SERBranch
+from ser_data import RAVDESS_EMOTIONS, class_names, make_splits, read_ravdess
+from ser_egemaps import egemaps_features
+from ser_train import load_ser_config, report_hf, train_hf, validate_ser_training_config
+from tests.conftest import REPO, stop_after_first_checkpoint
+from utils import seed_everything
 RAVDESS = "data/ravdess_a01-12"
 
 
@@ -50,41 +56,41 @@ def fake_ravdess(tmp_path) -> Path:
 
 
 def test_ravdess_names_mapping_and_actor_split(fake_ravdess):
-    clips = train_ser.read_ravdess(fake_ravdess)
+    clips = read_ravdess(fake_ravdess)
     assert len(clips) == 32 and {c.actor for c in clips} == {1, 2, 3, 4}
-    assert {c.emotion for c in clips} == set(train_ser.RAVDESS_EMOTIONS)
+    assert {c.emotion for c in clips} == set(RAVDESS_EMOTIONS)
 
     config = ravdess_config(fake_ravdess, emotion_map="tts5", calm="neutral")
-    splits = train_ser.make_splits(clips, config, seed=0)
+    splits = make_splits(clips, config, seed=0)
     assert {int(t.speaker) for t in splits["train"]} == {1, 2}
     assert {int(t.speaker) for t in splits["test"]} == {4}
     # tts5: fearful and disgust dropped, calm folded into neutral -> 6 clips per actor
     assert len(splits["train"]) == 12 and len(splits["test"]) == 6
     neutral = [t for t in splits["test"] if t.emotion == "neutral"]
     assert len(neutral) == 2 and all(t.label == EMOTIONS.index("neutral") for t in neutral)
-    assert train_ser.class_names(config) == EMOTIONS == ("angry", "happy", "neutral", "sad", "surprised")
+    assert class_names(config) == EMOTIONS == ("angry", "happy", "neutral", "sad", "surprised")
 
-    dropped = train_ser.make_splits(clips, {**config, "calm": "drop"}, seed=0)
+    dropped = make_splits(clips, {**config, "calm": "drop"}, seed=0)
     assert len(dropped["test"]) == 5
     arousal = {**config, "emotion_map": {"angry": "high", "happy": "high", "sad": "low", "calm": "low"}}
-    train_ser.validate_ser_training_config(arousal)
-    assert train_ser.class_names(arousal) == ("high", "low")
-    assert sorted(t.emotion for t in train_ser.make_splits(clips, arousal, seed=0)["test"]) == ["high", "high", "low", "low"]
-    all_eight = train_ser.make_splits(clips, ravdess_config(fake_ravdess), seed=0)
-    assert len(all_eight["test"]) == 8 and train_ser.class_names({}) == train_ser.RAVDESS_EMOTIONS
+    validate_ser_training_config(arousal)
+    assert class_names(arousal) == ("high", "low")
+    assert sorted(t.emotion for t in make_splits(clips, arousal, seed=0)["test"]) == ["high", "high", "low", "low"]
+    all_eight = make_splits(clips, ravdess_config(fake_ravdess), seed=0)
+    assert len(all_eight["test"]) == 8 and class_names({}) == RAVDESS_EMOTIONS
 
 
 def test_random_split_mixes_actors(fake_ravdess):
-    clips = train_ser.read_ravdess(fake_ravdess)
+    clips = read_ravdess(fake_ravdess)
     config = {"backend": "egemaps_rf", "database_path": str(fake_ravdess), "split": "random"}
-    train_ser.validate_ser_training_config(config)
-    splits = train_ser.make_splits(clips, config, seed=0)
+    validate_ser_training_config(config)
+    splits = make_splits(clips, config, seed=0)
     assert [len(splits[s]) for s in ("train", "dev", "test")] == [23, 3, 6]
     assert not {t.path for t in splits["train"]} & {t.path for t in splits["test"]}
     assert {int(t.speaker) for t in splits["test"]} & {int(t.speaker) for t in splits["train"]}
     with pytest.raises(ConfigError, match="'split': the random dev split of the 32 clips"):
-        train_ser.make_splits(clips, {**config, "dev_fraction": 0.01}, seed=0)
-    assert splits == train_ser.make_splits(clips, config, seed=0)
+        make_splits(clips, {**config, "dev_fraction": 0.01}, seed=0)
+    assert splits == make_splits(clips, config, seed=0)
 
 
 HF_SCRATCH = {"backend": "hf", "batch_size": 2, "num_epochs": 1, "optim_config": {"base_lr": 1e-3},
@@ -106,21 +112,21 @@ HF_SCRATCH = {"backend": "hf", "batch_size": 2, "num_epochs": 1, "optim_config":
 def test_config_errors_are_one_line(tmp_path, change, message):
     config = {**ravdess_config(tmp_path), **change}
     with pytest.raises(ConfigError, match="^[^\n]*$") as err:
-        train_ser.validate_ser_training_config(config)
+        validate_ser_training_config(config)
     assert message in str(err.value)
 
 
 def test_no_ravdess_files_is_a_config_error(tmp_path):
     write_tone(tmp_path / "speech.wav", 0.1)
     with pytest.raises(ConfigError, match="no RAVDESS speech files"):
-        train_ser.read_ravdess(tmp_path)
+        read_ravdess(tmp_path)
 
 
 def test_shipped_configs_validate():
     for name in ("SER_wav2vec2", "SER_wav2vec2_scratch", "SER_egemaps_rf"):
-        config = train_ser.load_ser_config(REPO / "config" / f"{name}.conf")
+        config = load_ser_config(REPO / "config" / f"{name}.conf")
         assert config["train_actors"] == list(range(1, 9)) and config["test_actors"] == [11, 12]
-    assert train_ser.load_ser_config(REPO / "config/SER_wav2vec2.conf")["ser_path"] == "facebook/wav2vec2-base"
+    assert load_ser_config(REPO / "config/SER_wav2vec2.conf")["ser_path"] == "facebook/wav2vec2-base"
     film = load_config(REPO / "config/AASIST_FiLM_devkit_ser.conf")["model_config"]["ser_config"]
     assert film["backend"] == "hf" and film["ser_path"] == "./exp_result/SER_wav2vec2/model"
 
@@ -133,19 +139,19 @@ def test_egemaps_cache_is_reused_and_refreshed(tmp_path, capsys):
     paths = [tmp_path / f"{i}.wav" for i in range(3)]
     for i, path in enumerate(paths):
         write_tone(path, 0.5, 150 + 100 * i, seed=i)
-    trials = [train_ser.Trial(p.stem, p, 0) for p in paths]
+    trials = [Trial(p.stem, p, 0) for p in paths]
     cache = tmp_path / "cache.csv"
-    first = train_ser.egemaps_features(trials, cache, train_ser.SkipReport())
+    first = egemaps_features(trials, cache, SkipReport())
     assert len(first) == 3 and all(v.shape == (88,) for v in first.values())
     assert "3 files extracted" in capsys.readouterr().out
 
-    again = train_ser.egemaps_features(trials, cache, train_ser.SkipReport())
+    again = egemaps_features(trials, cache, SkipReport())
     assert "0 files extracted, 3 from" in capsys.readouterr().out
     assert all(np.array_equal(first[k], again[k]) for k in first)
 
     write_tone(paths[1], 0.7, 900, seed=9)  # changed file: stale row, extracted again
-    skipped = train_ser.SkipReport(warn=lambda message: None)
-    refreshed = train_ser.egemaps_features([*trials, train_ser.Trial("gone", tmp_path / "gone.wav", 0)],
+    skipped = SkipReport(warn=lambda message: None)
+    refreshed = egemaps_features([*trials, Trial("gone", tmp_path / "gone.wav", 0)],
                                            cache, skipped)
     assert "1 files extracted, 2 from" in capsys.readouterr().out
     assert not np.array_equal(refreshed[str(paths[1])], first[str(paths[1])])
@@ -154,7 +160,7 @@ def test_egemaps_cache_is_reused_and_refreshed(tmp_path, capsys):
 
 def test_egemaps_random_forest_beats_chance_on_held_out_actors(shared_dir, tmp_path):
     """All 12 actors, actor-independent (train 1-8, dev 9-10, test 11-12), five TTS emotions."""
-    config = train_ser.load_ser_config(REPO / "config/SER_egemaps_rf.conf")
+    config = load_ser_config(REPO / "config/SER_egemaps_rf.conf")
     config["database_path"] = str(shared_dir / RAVDESS)
     config_path = tmp_path / "SER_egemaps_rf.conf"
     config_path.write_text(json.dumps(config))
@@ -204,10 +210,10 @@ def trained_ser(ravdess_cuts, tiny_ser_dir, tmp_path_factory):
     torch.set_num_threads(1)
     run_dir = tmp_path_factory.mktemp("ser_run")
     config = hf_config(ravdess_cuts, tiny_ser_dir)
-    train_ser.validate_ser_training_config(config)
-    splits = train_ser.make_splits(train_ser.read_ravdess(config["database_path"]), config, seed=1)
-    train_ser.seed_everything(1)
-    model, extractor = train_ser.train_hf(config, splits, run_dir, 1, torch.device("cpu"), None)
+    validate_ser_training_config(config)
+    splits = make_splits(read_ravdess(config["database_path"]), config, seed=1)
+    seed_everything(1)
+    model, extractor = train_hf(config, splits, run_dir, 1, torch.device("cpu"), None)
     torch.set_num_threads(threads)
     return config, splits, run_dir, model, extractor
 
@@ -235,7 +241,7 @@ def test_training_lowers_the_loss_and_saves_a_hf_directory(trained_ser):
 def test_saved_directory_loads_into_the_emotion_branch_with_identical_embeddings(trained_ser, single_thread):
     _, splits, run_dir, model, extractor = trained_ser
     branch = SERBranch({"backend": "hf", "ser_path": str(run_dir / "model"), "layer": "penultimate"})
-    wave = torch.from_numpy(np.stack([train_ser.load_audio(t.path)[:16000] for t in splits["test"][:3]]))
+    wave = torch.from_numpy(np.stack([load_audio(t.path)[:16000] for t in splits["test"][:3]]))
     pooled = {}
     hook = model.classifier.register_forward_pre_hook(lambda _m, inputs: pooled.setdefault("e", inputs[0]))
     model.eval()
@@ -248,7 +254,7 @@ def test_saved_directory_loads_into_the_emotion_branch_with_identical_embeddings
 
 def test_eval_reports_the_trained_model_like_training_did(trained_ser, tmp_path, single_thread):
     config, splits, run_dir, model, extractor = trained_ser
-    train_ser.report_hf(model, extractor, config, splits, run_dir, {})
+    report_hf(model, extractor, config, splits, run_dir, {})
     config_path = tmp_path / "ser.conf"
     config_path.write_text(json.dumps({**config, "model_path": str(run_dir / "model")}))
     train_ser.main(["--config", str(config_path), "--eval", "--output_dir", str(tmp_path)])
@@ -261,7 +267,7 @@ def test_eval_reports_the_trained_model_like_training_did(trained_ser, tmp_path,
 
     config_path.write_text(json.dumps({**config, "emotion_map": "none", "model_path": str(run_dir / "model")}))
     with pytest.raises(ConfigError, match="was trained for the classes angry, happy, neutral, sad, surprised"):
-        train_ser.run(train_ser.parse_args(["--config", str(config_path), "--eval", "--output_dir", str(tmp_path)]))
+        ser_train.run(train_ser.parse_args(["--config", str(config_path), "--eval", "--output_dir", str(tmp_path)]))
 
 
 def test_resume_continues_exactly(ravdess_cuts, tiny_ser_dir, tmp_path, monkeypatch, single_thread):
@@ -271,19 +277,11 @@ def test_resume_continues_exactly(ravdess_cuts, tiny_ser_dir, tmp_path, monkeypa
     config_path.write_text(json.dumps(config))
     train_ser.main(["--config", str(config_path), "--output_dir", str(tmp_path / "whole")])
 
-    real_save = train_ser.save_atomic
-
-    def save_then_crash(obj, path):
-        real_save(obj, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_ser, "save_atomic", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train_ser.main(["--config", str(config_path), "--output_dir", str(tmp_path / "cut")])
-    monkeypatch.setattr(train_ser, "save_atomic", real_save)
+    stop_after_first_checkpoint(monkeypatch, train_ser.main,
+                                ["--config", str(config_path), "--output_dir", str(tmp_path / "cut")])
     assert len(metric_rows(tmp_path / "cut/ser/metrics.csv")) == 1
     with pytest.raises(ConfigError, match="already holds a run"):
-        train_ser.run(train_ser.parse_args(["--config", str(config_path), "--output_dir", str(tmp_path / "cut")]))
+        ser_train.run(train_ser.parse_args(["--config", str(config_path), "--output_dir", str(tmp_path / "cut")]))
     train_ser.main(["--resume", str(tmp_path / "cut/ser")])
     assert metric_rows(tmp_path / "cut/ser/metrics.csv") == metric_rows(tmp_path / "whole/ser/metrics.csv")
 

@@ -3,15 +3,15 @@ and the fairseq checkpoint mapping, on tiny randomly initialised models built of
 from __future__ import annotations
 
 import argparse
-import re
 
 import numpy as np
 import pytest
 import torch
 
-from models.ser import prepare_waveform, save_with_extractor, tiny_audio_config
-from models.ssl import SSLEncoder, _read_fairseq_checkpoint, save_random_ssl
-from utils import ConfigError
+from config import ConfigError
+from models.hf_audio import prepare_waveform, save_random_ssl, save_with_extractor, tiny_audio_config
+from models.ssl import SSLEncoder, _read_fairseq_checkpoint
+from tests.conftest import fairseq_name
 
 
 def _wave(batch: int = 2, samples: int = 8000, seed: int = 0) -> torch.Tensor:
@@ -115,33 +115,10 @@ def test_missing_model_is_one_line_error(tmp_path):
 # fairseq checkpoints: written here in fairseq's own layout from a transformers model
 
 
-def _fairseq_name(name: str, layer_norm_extractor: bool) -> str:
-    """transformers Wav2Vec2Model parameter name -> the name fairseq's Wav2Vec2Model gives it."""
-    conv = re.match(r"feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(\w+)$", name)
-    if conv:
-        index, part, leaf = conv.groups()
-        position = "0" if part == "conv" else ("2.1" if layer_norm_extractor else "2")
-        return f"feature_extractor.conv_layers.{index}.{position}.{leaf}"
-    fixed = {
-        "masked_spec_embed": "mask_emb",
-        "encoder.pos_conv_embed.conv.parametrizations.weight.original0": "encoder.pos_conv.0.weight_g",
-        "encoder.pos_conv_embed.conv.parametrizations.weight.original1": "encoder.pos_conv.0.weight_v",
-        "encoder.pos_conv_embed.conv.bias": "encoder.pos_conv.0.bias",
-    }
-    if name in fixed:
-        return fixed[name]
-    name = name.replace("feature_projection.layer_norm.", "layer_norm.")
-    name = name.replace("feature_projection.projection.", "post_extract_proj.")
-    name = re.sub(r"(encoder\.layers\.\d+)\.layer_norm\.", r"\1.self_attn_layer_norm.", name)
-    name = name.replace(".attention.", ".self_attn.")
-    name = name.replace(".feed_forward.intermediate_dense.", ".fc1.")
-    return name.replace(".feed_forward.output_dense.", ".fc2.")
-
-
 def _write_fairseq_checkpoint(model, path, style: str) -> None:
     config = model.config
     layer_norm_extractor = config.feat_extract_norm == "layer"
-    state = {_fairseq_name(k, layer_norm_extractor): v for k, v in model.state_dict().items()}
+    state = {fairseq_name(k, layer_norm_extractor): v for k, v in model.state_dict().items()}
     state["quantizer.vars"] = torch.randn(1, 8, 16)  # pre-training parts the loader must drop
     state["project_q.weight"] = torch.randn(16, 16)
     state["final_proj.weight"] = torch.randn(16, config.hidden_size)

@@ -1,0 +1,174 @@
+"""Training a countermeasure on ASVspoof 2019 LA, as ``main.py`` runs it.
+
+The recipe follows the AASIST reference: random crops, weighted cross-entropy (0.1 spoof, 0.9
+bona fide), Adam with a per-step cosine schedule, and stochastic weight averaging (Izmailov et
+al., UAI 2018) of every epoch that reaches a new best dev EER. Models are selected on dev only:
+``best.pth`` is the epoch with the lowest dev EER, the SWA average is scored on dev too, and the
+better of the two becomes ``final.pth``, which is then evaluated (``cm_eval``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim.swa_utils import AveragedModel, update_bn
+from tqdm import tqdm
+
+from checkpoint import load_checkpoint, load_weights
+from cm_config import DEV_ASV_SCORES, check_paths, has_la_eval, load_config, resolve_asv_path, run_name
+from cm_eval import evaluate_eval_set, load_asv, metrics_for
+from config import str_to_bool
+from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, la_trials, make_loader
+from engine import Validation, fit, new_run_dir
+from metrics import AsvScores
+from models.registry import build_model
+from scoring import score_trials
+from utils import count_parameters, create_optimizer, parameter_groups, seed_everything, select_device, trainable_parameters
+
+# Class weights of the reference's cross-entropy: spoof (index 0) 0.1, bona fide (index 1) 0.9.
+CLASS_WEIGHTS = (0.1, 0.9)
+
+
+class CountermeasureTask:
+    """The engine's task for a countermeasure: weighted cross-entropy, dev EER for selection,
+    the best epoch saved and averaged into the SWA model."""
+
+    def __init__(self, model: nn.Module, config: dict, device: torch.device, run_dir: Path,
+                 dev_trials: list[Trial], dev_asv: AsvScores | None, skips: SkipReport) -> None:
+        self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
+        self.dev_trials, self.dev_asv, self.skips = dev_trials, dev_asv, skips
+        self.criterion = nn.CrossEntropyLoss(weight=torch.tensor(CLASS_WEIGHTS, device=device))
+        self.freq_aug = str_to_bool(config.get("freq_aug", False), "freq_aug")
+        self.eval_all_best = str_to_bool(config.get("eval_all_best", False), "eval_all_best")
+        # No SWA, no copy: for models with a large SSL encoder the average is a second full model.
+        self.swa_model = AveragedModel(model) if str_to_bool(config.get("swa", True), "swa") else None
+
+    def loss(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        _, logits = self.model(batch.x.to(device, non_blocking=True), Freq_aug=self.freq_aug)
+        return self.criterion(logits.float(), batch.labels.to(device)), logits
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def validate(self, epoch: int) -> Validation:
+        scores = score_trials(self.model, self.dev_trials, self.config, self.device, self.skips, f"epoch {epoch} dev")
+        dev = metrics_for(self.dev_trials, scores, self.dev_asv)
+        tdcf = dev["min_tdcf"] if dev["min_tdcf"] is not None else float("nan")
+        return Validation({"dev_eer": dev["eer"], "dev_min_tdcf": tdcf}, dev["eer"],
+                          f"dev EER {dev['eer']:.3f} %  dev min t-DCF {tdcf:.5f}")
+
+    def improves(self, value: float, best: float | None) -> bool:
+        return best is None or value <= best
+
+    def new_best(self, epoch: int, row: dict) -> None:
+        torch.save(self.model.state_dict(), self.run_dir / "weights" / "best.pth")
+        if self.swa_model is not None:
+            self.swa_model.update_parameters(self.model)
+        if self.eval_all_best:  # reported for information only; never used to select a model
+            row["eval_eer"] = evaluate_eval_set(self.model, self.config, self.device, self.run_dir)["la_eval"]["eer"]
+
+    def extra_state(self) -> dict:
+        return {"swa_model": None if self.swa_model is None else self.swa_model.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.swa_model is not None:
+            self.swa_model.load_state_dict(state["swa_model"])
+
+
+def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch.device) -> None:
+    """Re-estimate the SWA model's BatchNorm statistics, except in frozen parts (no trainable
+    parameter: a frozen SER branch or AASIST), whose statistics must stay bit-identical;
+    ``update_bn`` alone would reset them."""
+    frozen = [m for m in swa_model.modules() if isinstance(m, _BatchNorm)
+              and not any(p.requires_grad for p in m.parameters())]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in frozen]
+    update_bn((b.x.to(device) for b in train_loader if b.utt_ids), swa_model, device)
+    for module, state in zip(frozen, saved):
+        module.load_state_dict(state)
+
+
+def finalise(task: CountermeasureTask, train_loader, best_eer: float) -> None:
+    """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it."""
+    model, swa_model, run_dir, device = task.model, task.swa_model, task.run_dir, task.device
+    weights_dir = run_dir / "weights"
+    model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
+    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth"}
+    if swa_model is not None and swa_model.n_averaged.item() > 0:
+        update_bn_of_trainable(train_loader, swa_model, device)
+        swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev")
+        swa_eer = metrics_for(task.dev_trials, swa_scores, task.dev_asv)["eer"]
+        torch.save(swa_model.module.state_dict(), weights_dir / "swa.pth")
+        summary.update(swa_dev_eer=swa_eer, swa_n_averaged=swa_model.n_averaged.item())
+        tqdm.write(f"SWA over {swa_model.n_averaged.item()} checkpoint(s): dev EER {swa_eer:.3f} %")
+        if swa_eer <= best_eer:
+            model.load_state_dict(swa_model.module.state_dict())
+            summary["final"] = "swa.pth"
+    shutil.copyfile(weights_dir / summary["final"], weights_dir / "final.pth")
+    tqdm.write(f"final model (chosen on dev): {summary['final']} -> {weights_dir / 'final.pth'}")
+    if task.skips:
+        task.skips.write(run_dir / "skipped_files.tsv")
+    if has_la_eval(task.config) or "emo_dataset" in task.config:
+        evaluate_eval_set(model, task.config, device, run_dir, {"training": summary})
+    else:
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, seed: int,
+          resume: dict | None) -> None:
+    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    dev_asv = load_asv(config, "dev_asv_score_path", DEV_ASV_SCORES)
+    if dev_asv is None:
+        tqdm.write("note: no dev ASV scores found; dev min t-DCF is not computed")
+    skips = SkipReport(tqdm.write)
+    task = CountermeasureTask(model, config, device, run_dir, la_trials(config["database_path"], "dev"), dev_asv, skips)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    train_set = TrialDataset(la_trials(config["database_path"], "train"),
+                             config["model_config"].get("nb_samp", NB_SAMP), "train")
+    train_loader = make_loader(train_set, config["batch_size"], shuffle=True,
+                               num_workers=config.get("num_workers", default_num_workers()),
+                               generator=generator, drop_last=len(train_set) > config["batch_size"])
+    optimizer, scheduler = create_optimizer(parameter_groups(model, config["optim_config"]),
+                                            config["optim_config"], config["num_epochs"] * len(train_loader))
+    result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
+                 generator=generator, device=device, skips=skips, mixed_precision=True, resume=resume)
+    finalise(task, train_loader, result.best)
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main.py``: train a new run, continue one (``--resume``), or evaluate weights (``--eval``)."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_config(run_dir / "config.conf")
+        resume = load_checkpoint(run_dir, tqdm.write)
+        seed = resume.get("seed", args.seed)
+    else:
+        config, resume, seed = load_config(args.config), None, args.seed
+    check_paths(config, ["eval"] if args.eval else ["train", "dev"])
+    device = select_device(args.device)
+    seed_everything(seed, str_to_bool(config.get("cudnn_deterministic_toggle", True)),
+                    str_to_bool(config.get("cudnn_benchmark_toggle", False)))
+    # channels_last makes the 2-D convolutions of the encoder 2-4x faster on CPU (measured).
+    model = build_model(config["model_config"]).to(device, memory_format=torch.channels_last)
+    tqdm.write(f"{config['model_config']['architecture']}: {count_parameters(model):,} parameters "
+               f"({sum(p.numel() for p in trainable_parameters(model)):,} trainable) on {device}")
+    resolve_asv_path(config, "asv_score_path", None)
+
+    if args.eval:
+        run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        load_weights(model, Path(args.eval_model_weights or config["model_path"]), device)
+        evaluate_eval_set(model, config, device, run_dir)
+        return
+    if not resume:
+        run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
+        new_run_dir(run_dir)
+        if config.get("init_weights"):  # fine-tune: start from these weights (resume restores its own)
+            load_weights(model, Path(config["init_weights"]), device)
+        (run_dir / "config.conf").write_text(json.dumps(config, indent=4))
+    train(config, model, run_dir, device, seed, resume)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from checkpoint import load_checkpoint, load_weights
 from cm_config import DEV_ASV_SCORES, check_paths, has_la_eval, load_config, resolve_asv_path, run_name
-from cm_eval import evaluate_eval_set, load_asv, metrics_for
+from cm_eval import evaluate_ablations, evaluate_eval_set, load_asv, metrics_for
 from config import str_to_bool
 from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, la_trials, make_loader
 from engine import Validation, fit, new_run_dir
@@ -92,12 +92,12 @@ def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch
         module.load_state_dict(state)
 
 
-def finalise(task: CountermeasureTask, train_loader, best_eer: float) -> None:
+def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int) -> None:
     """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it."""
     model, swa_model, run_dir, device = task.model, task.swa_model, task.run_dir, task.device
     weights_dir = run_dir / "weights"
     model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
-    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth"}
+    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth", "seed": seed}
     if swa_model is not None and swa_model.n_averaged.item() > 0:
         update_bn_of_trainable(train_loader, swa_model, device)
         swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev")
@@ -137,7 +137,7 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
                                             config["optim_config"], config["num_epochs"] * len(train_loader))
     result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
                  generator=generator, device=device, skips=skips, mixed_precision=True, resume=resume)
-    finalise(task, train_loader, result.best)
+    finalise(task, train_loader, result.best, seed)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> None:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
         run_dir.mkdir(parents=True, exist_ok=True)
         load_weights(model, Path(args.eval_model_weights or config["model_path"]), device)
-        evaluate_eval_set(model, config, device, run_dir)
+        (evaluate_ablations if args.ablations else evaluate_eval_set)(model, config, device, run_dir)
         return
     if not resume:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)

@@ -276,6 +276,13 @@ class SSLEncoder(KeepsFrozen):
         if gradient_checkpointing:  # renamed activation checkpointing in transformers 5
             getattr(self.model, "activation_checkpointing_enable", self.model.gradient_checkpointing_enable)()
 
+    def frame_count(self, samples: int) -> int:
+        """Frames the encoder gives for ``samples`` 16 kHz samples (its convolutions, no padding)."""
+        frames = round(samples * self.sample_rate / SAMPLE_RATE)
+        for layer in self.model.feature_extractor.conv_layers:
+            frames = (frames - layer.conv.kernel_size[0]) // layer.conv.stride[0] + 1
+        return frames
+
     def _hidden(self, values: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if self.layers == "last":
             return self.model(input_values=values).last_hidden_state

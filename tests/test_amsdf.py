@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = {
     "architecture": "AMSDF", "nb_samp": 8000, "first_conv": 32, "filts": [20, [1, 4], [4, 4], [4, 8], [8, 8]],
-    "gat_dim": 16, "text_dim": 32, "emotion_pool": [3, 1],
+    "gat_dim": 16, "text_dim": 32, "emotion_pool": [3, 1], "view_norm": "feature",
 }
 TINY_ACRNN = {"backend": "acrnn", "ser_path": None, "acrnn_dims": [8, 16, 32, 16]}
 
@@ -44,11 +44,11 @@ def test_shapes_and_equal_view_node_counts(tiny_ssl_dir, tiny_ser_dir, backend):
     with torch.no_grad():
         hidden, logits = model(x)
         views = model.views(x)
-        raw_audio = model.audio_view(x)
+        raw_audio = model.audio_view_extract(x)
     assert hidden.shape == (3, 6 * 16) and logits.shape == (3, 2)
     # 1 s of audio: 7 audio-encoder frames, the fewest of the three views, so every view keeps 7.
     assert raw_audio.shape == (3, 7, 8)
-    assert {name: tuple(v.shape) for name, v in views.items()} == {name: (3, 7, 16) for name in ("audio", "text", "emotion")}
+    assert {name: tuple(v.shape) for name, v in views.items()} == {name: (3, 7, 16) for name in ("audio", "text", "emo")}
     assert torch.isfinite(logits).all()
     with torch.no_grad():
         assert {tuple(v.shape) for v in amsdf(tiny_ssl_dir, ser, view_nodes=4).eval().views(waves(2)).values()} == {(2, 3, 16)}
@@ -63,13 +63,14 @@ def test_frozen_ssl_and_ser_stay_unchanged(tiny_ssl_dir, freeze):
     torch.manual_seed(0)
     ser_config = {**TINY_ACRNN, "freeze": freeze}
     model = amsdf(tiny_ssl_dir, ser_config, freeze_ssl=freeze)
-    ssl_before, ser_before = state_of(model.ssl), state_of(model.ser)
-    head_before = state_of(model.fusion)
+    ssl, ser = model.text_view_extract.model, model.emo_view_extract.model
+    ssl_before, ser_before = state_of(ssl), state_of(ser)
+    head_before = state_of(model.Core_AET)
     trainable = {id(p) for p in trainable_parameters(model)}
-    assert all((id(p) in trainable) != freeze for p in [*model.ssl.parameters(), *model.ser.parameters()])
+    assert all((id(p) in trainable) != freeze for p in [*ssl.parameters(), *ser.parameters()])
     optimizer = torch.optim.Adam(trainable_parameters(model), lr=1e-2)
     model.train()
-    assert model.ssl.model.training != freeze and model.ser.encoder.training != freeze
+    assert ssl.model.training != freeze and ser.encoder.training != freeze
     rng = np.random.default_rng(0)
     for step in range(3):
         loss = F.cross_entropy(model(waves(4, seed=step))[1], torch.tensor(rng.integers(0, 2, 4)))
@@ -77,9 +78,9 @@ def test_frozen_ssl_and_ser_stay_unchanged(tiny_ssl_dir, freeze):
         loss.backward()
         optimizer.step()
     unchanged = [all(torch.equal(before[k], after[k]) for k in before)
-                 for before, after in ((ssl_before, state_of(model.ssl)), (ser_before, state_of(model.ser)))]
+                 for before, after in ((ssl_before, state_of(ssl)), (ser_before, state_of(ser)))]
     assert unchanged == [freeze, freeze]
-    assert not all(torch.equal(head_before[k], v) for k, v in state_of(model.fusion).items())
+    assert not all(torch.equal(head_before[k], v) for k, v in state_of(model.Core_AET).items())
 
 
 def test_config_checks():

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import inference
 import main as main_module
 from data_utils import la_trials, load_audio
-from tests.conftest import REPO
+from tests.conftest import REPO, small_devkit
 from cm_config import load_config, validate_config
 from config import ConfigError
 from models.registry import build_model
@@ -130,26 +130,6 @@ def test_fits_devkit_clips(shared_dir, tiny_ssl_dir):
         optimizer.step()
         losses.append(loss.item())
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), np.round(losses, 3)
-
-
-def small_devkit(shared_dir, root):
-    """A few devkit trials in the LA layout (protocol subsets, audio and ASV scores linked)."""
-    devkit = shared_dir / "data/devkit/LA"
-    protocols = root / "ASVspoof2019_LA_cm_protocols"
-    protocols.mkdir(parents=True)
-    (root / "ASVspoof2019_LA_asv_scores").symlink_to(devkit / "ASVspoof2019_LA_asv_scores")
-    for split, name, keep in (("train", "train.trn", 8), ("dev", "dev.trl", 6), ("eval", "eval.trl", 6)):
-        (root / f"ASVspoof2019_LA_{split}").mkdir()
-        (root / f"ASVspoof2019_LA_{split}" / "flac").symlink_to(devkit / f"ASVspoof2019_LA_{split}" / "flac")
-        lines = (devkit / f"ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{name}.txt").read_text().splitlines()
-        bonafide = [line for line in lines if line.endswith("bonafide")][:keep]
-        by_attack = {}
-        for line in lines:
-            if line.endswith("spoof") and len(by_attack.setdefault(line.split()[3], [])) < 2:
-                by_attack[line.split()[3]].append(line)
-        spoof = [line for group in by_attack.values() for line in group][:keep if split == "train" else None]
-        (protocols / f"ASVspoof2019.LA.cm.{name}.txt").write_text("\n".join(bonafide + spoof) + "\n")
-    return root
 
 
 def test_main_and_inference_run_amsdf(shared_dir, tiny_ssl_dir, tmp_path):

@@ -137,7 +137,7 @@ def test_rawformer_reference_layout_loads_strictly_and_gives_the_reference_outpu
 # Devkit: short training through main.py, then --eval, inference.py and ONNX
 
 TINY = {
-    "SEMAA": {"architecture": "SEMAA", "first_conv": 128, "filts": [20, [1, 8], [8, 8], [8, 16], [16, 16]],
+    "SEMAA": {"architecture": "SEMAA", "first_conv": 128, "filts": [70, [1, 8], [8, 8], [8, 16], [16, 16]],
               "gat_dims": [16, 8], "pool_ratios": [0.5, 0.7, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0]},
     "Rawformer": {"architecture": "Rawformer", "sinc_filters": 20, "blocks": [[1, 8], [8, 8], [8, 16], [16, 16]],
                   "encoders": 1, "heads": 2, "ffn_dim": 16},

@@ -135,7 +135,7 @@ class LayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], self.gamma, self.beta, self.eps)
+        return F.layer_norm(x, self.gamma.shape, self.gamma, self.beta, self.eps)
 
 
 class MultiHeadAttention(nn.Module):

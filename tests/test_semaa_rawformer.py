@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import inference
 import main as main_module
 from checkpoint import load_weights
-from data_utils import la_trials, load_audio, random_crop
+from data_utils import la_trials, load_audio
 from metrics import compute_eer
 from cm_config import load_config
 from models.registry import build_model
@@ -191,48 +191,44 @@ def test_runs_through_main_eval_inference_and_onnx(shared_dir, tmp_path, archite
     np.testing.assert_allclose(onnx_scores, scores["eager"], atol=1e-4)
 
 
-# Short training on devkit speech (a direct loop, cheaper than main.py): crop length, steps and
-# learning rate per model. SEMAA needs 1-s crops: shorter ones leave a single node per readout set,
-# whose standard deviation is undefined (as in the public code).
-LEARNING = {"SEMAA": (16000, 30, 3e-3), "Rawformer": (8000, 60, 3e-3)}
+# Short training on devkit speech (a direct loop, cheaper than main.py). SEMAA needs 1-s crops:
+# shorter ones leave a single node per readout set, whose standard deviation is undefined (as in
+# the public code).
+SAMPLES = {"SEMAA": 16000, "Rawformer": 8000}
 
 
 @pytest.mark.parametrize("architecture", ["SEMAA", "Rawformer"])
 def test_training_on_devkit_speech_lowers_the_loss(shared_dir, architecture):
-    """Bona fide devkit speech against its T01 (espeak) and V03 (Griffin-Lim) spoofs, from scratch,
-    weighted cross-entropy as in training: the loss must fall to below 0.8 of its start. The dev EER
-    is printed, not asserted: from scratch, a test-sized run stays near chance on held-out speakers
-    (measured under load: tiny SEMAA 47 % after 40 steps, tiny Rawformer 35 % after 120; the
-    full-size devkit runs are in docs/models.md)."""
-    samples, steps, lr = LEARNING[architecture]
-    rng = np.random.default_rng(0)
+    """16 fixed devkit clips, 8 bona fide and 8 spoofs (T01 espeak, V03 Griffin-Lim), from scratch,
+    with the weighted cross-entropy of training: within 40 steps the loss must fall below 0.6 of
+    its start. The EER on 20 + 20 held-out dev clips is printed, not asserted: from scratch, a run
+    of test size stays near chance on held-out speakers (measured under load with 48 + 48 training
+    clips: tiny SEMAA 47 % after 40 steps, tiny Rawformer 35 % after 120; the full-size devkit
+    runs are in docs/models.md)."""
+    samples = SAMPLES[architecture]
 
-    def pick(split: str, n: int) -> list:
+    def clips(split: str, n: int) -> tuple[torch.Tensor, np.ndarray]:
         trials = la_trials(shared_dir / "data/devkit/LA", split)
-        return ([t for t in trials if t.label == 1][:n] + [t for t in trials if t.attack in ("T01", "V03")][:n])
+        chosen = [t for t in trials if t.label == 1][:n] + [t for t in trials if t.attack in ("T01", "V03")][:n]
+        waves = np.stack([np.resize(load_audio(t.path), samples) for t in chosen])
+        return torch.tensor(waves, dtype=torch.float32), np.array([t.label for t in chosen])
 
-    train, dev = pick("train", 48), pick("dev", 20)
-    audio = [load_audio(t.path) for t in train]
-    labels = torch.tensor([t.label for t in train])
+    x_train, y_train = clips("train", 8)
     torch.manual_seed(0)
-    np.random.seed(0)  # random_crop draws from numpy's global generator
-    model = build_model({**TINY[architecture], "nb_samp": samples})
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model = build_model({**TINY[architecture], "nb_samp": samples}).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
     losses = []
-    for _ in range(steps):
-        model.train()
-        idx = rng.choice(len(train), 8, replace=False)
-        x = torch.tensor(np.stack([random_crop(audio[i], samples) for i in idx]), dtype=torch.float32)
-        loss = F.cross_entropy(model(x)[1], labels[idx], weight=torch.tensor([0.1, 0.9]))
+    for _ in range(40):
+        idx = torch.tensor(rng.choice(16, 8, replace=False))
+        loss = F.cross_entropy(model(x_train[idx])[1], torch.tensor(y_train)[idx], weight=torch.tensor([0.1, 0.9]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    model.eval()
+    x_dev, y_dev = clips("dev", 20)
     with torch.no_grad():
-        x = torch.tensor(np.stack([np.resize(load_audio(t.path), samples) for t in dev]), dtype=torch.float32)
-        scores = model(x)[1][:, 1].numpy()
-    is_bonafide = np.array([t.label for t in dev]) == 1
-    eer = 100 * compute_eer(scores[is_bonafide], scores[~is_bonafide])[0]
+        scores = model.eval()(x_dev)[1][:, 1].numpy()
+    eer = 100 * compute_eer(scores[y_dev == 1], scores[y_dev == 0])[0]
     print(f"{architecture}: loss {np.mean(losses[:5]):.3f} -> {np.mean(losses[-5:]):.3f}, dev EER {eer:.1f} %")
-    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), np.round(losses, 3)
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), np.round(losses, 3)

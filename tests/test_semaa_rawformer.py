@@ -201,10 +201,11 @@ SAMPLES = {"SEMAA": 16000, "Rawformer": 8000}
 def test_training_on_devkit_speech_lowers_the_loss(shared_dir, architecture):
     """16 fixed devkit clips, 8 bona fide and 8 spoofs (T01 espeak, V03 Griffin-Lim), from scratch,
     with the weighted cross-entropy of training: within 40 steps the loss must fall below 0.75 of
-    its start (measured: SEMAA 0.54 -> 0.26, Rawformer 0.50 -> 0.33). The EER on 20 + 20 held-out dev clips is printed, not asserted: from scratch, a run
-    of test size stays near chance on held-out speakers (measured under load with 48 + 48 training
-    clips: tiny SEMAA 47 % after 40 steps, tiny Rawformer 35 % after 120; the full-size devkit
-    runs are in docs/models.md)."""
+    its start (measured: SEMAA 0.54 -> 0.26, Rawformer 0.50 -> 0.33). The EER on 20 + 20 held-out
+    dev clips is printed, not asserted: from scratch, a run of test size stays near chance on
+    held-out speakers (measured: 50 % and 40 % here; with 48 + 48 training clips, tiny SEMAA 47 %
+    after 40 steps, tiny Rawformer 35 % after 120; the full-size devkit runs are in
+    docs/models.md)."""
     samples = SAMPLES[architecture]
 
     def clips(split: str, n: int) -> tuple[torch.Tensor, np.ndarray]:

@@ -202,3 +202,14 @@ def test_shipped_config():
     bad["model_config"]["back_end"] = "RawNet"
     with pytest.raises(ConfigError, match="model_config.back_end: expected one of AASIST, SEMAA"):
         validate_config(bad)
+
+
+def test_onnx_export_of_both_back_ends(dphubert_file, tmp_path):
+    from onnx_export import export_onnx
+
+    path, _ = dphubert_file
+    for back_end in ("AASIST", "SEMAA"):
+        model = build_model({"architecture": "AASIST_WAV2VEC", "nb_samp": 8000, "ssl_path": str(path),
+                             "ssl_layers": [1, 2, 3], "back_end": back_end, **BACK_END}).eval()
+        difference = export_onnx(model, tmp_path / f"{back_end}.onnx", 8000)
+        assert difference is not None and difference < 1e-4, back_end

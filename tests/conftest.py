@@ -322,3 +322,29 @@ def assert_learns(model, make_batch, steps: int, lr: float, n_test: int) -> None
         logits = model(x_test)[1]
     scores = logits[:, 1] - logits[:, 0]
     assert scores[y_test == 1].min() > scores[y_test == 0].max(), scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Devkit subsets
+
+
+def small_devkit(shared_dir, root, train: int = 8, test: int = 6, spoof_per_attack: int = 2):
+    """A few devkit trials in the LA layout (protocol subsets, audio and ASV scores linked): ``train``
+    bona fide and as many spoof train trials, ``test`` bona fide dev and eval trials and
+    ``spoof_per_attack`` spoofs of each attack."""
+    devkit = shared_dir / "data/devkit/LA"
+    protocols = root / "ASVspoof2019_LA_cm_protocols"
+    protocols.mkdir(parents=True)
+    (root / "ASVspoof2019_LA_asv_scores").symlink_to(devkit / "ASVspoof2019_LA_asv_scores")
+    for split, name, keep in (("train", "train.trn", train), ("dev", "dev.trl", test), ("eval", "eval.trl", test)):
+        (root / f"ASVspoof2019_LA_{split}").mkdir()
+        (root / f"ASVspoof2019_LA_{split}" / "flac").symlink_to(devkit / f"ASVspoof2019_LA_{split}" / "flac")
+        lines = (devkit / f"ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{name}.txt").read_text().splitlines()
+        bonafide = [line for line in lines if line.endswith("bonafide")][:keep]
+        by_attack = {}
+        for line in lines:
+            if line.endswith("spoof") and len(by_attack.setdefault(line.split()[3], [])) < spoof_per_attack:
+                by_attack[line.split()[3]].append(line)
+        spoof = [line for group in by_attack.values() for line in group][:keep if split == "train" else None]
+        (protocols / f"ASVspoof2019.LA.cm.{name}.txt").write_text("\n".join(bonafide + spoof) + "\n")
+    return root

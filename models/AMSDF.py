@@ -89,6 +89,9 @@ def validate_model_config(model_config: dict) -> None:
     if "ser_config" not in model_config:
         raise ConfigError("config is missing the required key 'model_config.ser_config'")
     validate_ser_config(model_config["ser_config"])
+    if model_config["ser_config"].get("backend") == "egemaps":
+        raise ConfigError("model_config.ser_config.backend: AMSDF needs frame-level SER features; 'egemaps' gives "
+                          "one vector per utterance (use 'acrnn' or 'hf')")
     if model_config["ser_config"].get("layer") == "penultimate":
         raise ConfigError("model_config.ser_config.layer: AMSDF needs frame-level SER features; "
                           "'penultimate' is one vector per utterance (use a hidden-state index)")

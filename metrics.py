@@ -315,6 +315,13 @@ def read_cm_scores(path: str | os.PathLike[str]) -> CmScores:
     return CmScores(utt_ids=utt_ids, attacks=attacks, keys=keys, scores=scores)
 
 
+def write_cm_scores(path: str | os.PathLike[str], cm: CmScores) -> None:
+    """Write ``UTT ATTACK KEY SCORE`` lines, the format :func:`read_cm_scores` reads."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for utt, attack, key, score in zip(cm.utt_ids, cm.attacks, cm.keys, cm.scores):
+            handle.write(f"{utt} {attack} {key} {score:.6f}\n")
+
+
 def read_asv_scores(path: str | os.PathLike[str]) -> AsvScores:
     """Read ``SOURCE KEY SCORE`` lines (KEY target|nontarget|spoof); SOURCE is not used."""
     rows, scores = _read_score_lines(path, ("source", "key", "score"), ASV_KEYS)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import inference
 import main as main_module
-from data_utils import la_trials, load_audio
+from corpora.asvspoof import la_trials
+from data_utils import load_audio
 from tests.conftest import REPO
 from cm_config import load_config, validate_config
 from config import ConfigError

@@ -15,7 +15,8 @@ import torch
 import main as main_module
 from checkpoint import load_weights
 from cm_eval import metrics_for
-from data_utils import SkipReport, la_trials
+from corpora.asvspoof import la_trials
+from data_utils import SkipReport
 from models.registry import build_model
 from scoring import score_trials
 from tests.conftest import REPO

@@ -8,7 +8,8 @@ import soundfile as sf
 import torch
 
 import main as main_module
-from data_utils import EMOTIONS, read_emotional_layout, read_emotional_protocol, read_emotional_set
+from corpora.emotional import read_emotional_layout, read_emotional_protocol, read_emotional_set
+from data_utils import EMOTIONS
 from metrics import compute_eer
 from models.registry import build_model
 from reports import emotion_report, format_emotion_table

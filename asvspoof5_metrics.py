@@ -121,7 +121,7 @@ def cm_metrics(bonafide: npt.ArrayLike, spoof: npt.ArrayLike) -> dict[str, float
 # --- track 2 ---------------------------------------------------------------------------------
 
 
-def _three_class_curves(target: np.ndarray, nontarget: np.ndarray, spoof: np.ndarray
+def three_class_curves(target: np.ndarray, nontarget: np.ndarray, spoof: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Miss rate of targets and acceptance rates of non-targets and spoofs after each pooled
     score (stable order: targets, then non-targets, then spoofs on ties); entry 0 accepts all."""
@@ -139,7 +139,7 @@ def a_dcf(target: npt.ArrayLike, nontarget: npt.ArrayLike, spoof: npt.ArrayLike,
     tar = as_scores(target, "target")
     non = as_scores(nontarget, "nontarget")
     spf = as_scores(spoof, "spoof")
-    p_miss, p_fa_non, p_fa_spoof = _three_class_curves(tar, non, spf)
+    p_miss, p_fa_non, p_fa_spoof = three_class_curves(tar, non, spf)
     curve = (costs.c_miss * costs.p_target * p_miss + costs.c_fa * costs.p_nontarget * p_fa_non
              + costs.c_fa_spoof * costs.p_spoof * p_fa_spoof)
     normaliser = min(costs.c_fa * costs.p_nontarget + costs.c_fa_spoof * costs.p_spoof, costs.c_miss * costs.p_target)
@@ -195,7 +195,7 @@ def t_eer(asv_target: npt.ArrayLike, asv_nontarget: npt.ArrayLike, asv_spoof: np
                                                              (asv_nontarget, "nontarget ASV"), (asv_spoof, "spoof ASV")))
     cm_tar, cm_non, cm_spf = (as_scores(a, n) for a, n in ((cm_target, "target CM"),
                                                           (cm_nontarget, "nontarget CM"), (cm_spoof, "spoof CM")))
-    p_miss_asv, p_fa_non_asv, p_fa_spf_asv = _three_class_curves(asv_tar, asv_non, asv_spf)
+    p_miss_asv, p_fa_non_asv, p_fa_spf_asv = three_class_curves(asv_tar, asv_non, asv_spf)
     p_miss_cm, p_fa_cm, _ = compute_det_curve(np.concatenate((cm_tar, cm_non)), cm_spf)
     rho = T_EER_SPOOF_PRIOR
 
@@ -239,21 +239,54 @@ def t_eer(asv_target: npt.ArrayLike, asv_nontarget: npt.ArrayLike, asv_spoof: np
 # --- the package's files ---------------------------------------------------------------------
 
 
-def read_package_table(path: str | os.PathLike[str], columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class PackageTable:
+    """Columns of a package file as string arrays, and the file line of each row."""
+
+    path: str
+    columns: dict[str, np.ndarray]
+    lines: np.ndarray
+
+    def numbers(self, name: str) -> np.ndarray:
+        """A numeric column; a value that is not a number (or NaN) is an error naming its line."""
+        values = self.columns[name]
+        try:
+            numbers = values.astype(np.float64)
+        except ValueError:
+            bad = next(i for i, v in enumerate(values) if not _is_float(str(v)))
+            raise ScoreFileError(self.path, f"{name} {str(values[bad])!r} is not a number", int(self.lines[bad])) from None
+        if np.isnan(numbers).any():
+            raise ScoreFileError(self.path, f"{name} is NaN", int(self.lines[np.flatnonzero(np.isnan(numbers))[0]]))
+        return numbers
+
+    def labels(self, name: str, allowed: tuple[str, ...]) -> np.ndarray:
+        """A label column whose values must be ``allowed``, each class present."""
+        values = self.columns[name]
+        bad = np.flatnonzero(~np.isin(values, allowed))
+        if bad.size:
+            raise ScoreFileError(self.path, f"{name} {str(values[bad[0]])!r} is not one of {', '.join(allowed)}",
+                                 int(self.lines[bad[0]]))
+        for label in allowed:
+            if not np.any(values == label):
+                raise ScoreFileError(self.path, f"no {label!r} trials")
+        return values
+
+
+def read_package_table(path: str | os.PathLike[str], columns: tuple[str, ...]) -> PackageTable:
     """A whitespace-separated file whose first line names its columns (the package's TSVs); the
-    named ``columns`` must be among them. Returns each column as a string array."""
+    named ``columns`` must be among them."""
     with open(path, "rb") as handle:
-        lines = handle.read().splitlines()
+        raw_lines = handle.read().splitlines()
     try:
-        header = lines[0].decode("utf-8").split() if lines else []
+        header = raw_lines[0].decode("utf-8").split() if raw_lines else []
     except UnicodeDecodeError:
         raise ScoreFileError(path, "not UTF-8 text", 1) from None
     missing = [c for c in columns if c not in header]
     if missing:
         raise ScoreFileError(path, f"header {' '.join(header)!r} lacks the column(s) {', '.join(missing)} "
                              f"(expected {' '.join(columns)})", 1)
-    rows = []
-    for number, raw in enumerate(lines[1:], start=2):
+    rows, numbers = [], []
+    for number, raw in enumerate(raw_lines[1:], start=2):
         try:
             fields = raw.decode("utf-8").split()
         except UnicodeDecodeError:
@@ -263,21 +296,11 @@ def read_package_table(path: str | os.PathLike[str], columns: tuple[str, ...]) -
         if len(fields) != len(header):
             raise ScoreFileError(path, f"expected {len(header)} fields ({' '.join(header)}), got {len(fields)}", number)
         rows.append(fields)
+        numbers.append(number)
     if not rows:
         raise ScoreFileError(path, "no rows after the header")
     table = np.array(rows, dtype=str)
-    return {name: table[:, header.index(name)] for name in columns}
-
-
-def _numbers(path: str | os.PathLike[str], values: np.ndarray, name: str) -> np.ndarray:
-    try:
-        numbers = values.astype(np.float64)
-    except ValueError:
-        bad = next(i for i, v in enumerate(values) if not _is_float(v))
-        raise ScoreFileError(path, f"{name} {values[bad]!r} is not a number", bad + 2) from None
-    if np.isnan(numbers).any():
-        raise ScoreFileError(path, f"{name} is NaN", int(np.flatnonzero(np.isnan(numbers))[0]) + 2)
-    return numbers
+    return PackageTable(os.fspath(path), {name: table[:, header.index(name)] for name in columns}, np.array(numbers))
 
 
 def _is_float(text: str) -> bool:
@@ -288,25 +311,18 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def _check_labels(path: str | os.PathLike[str], labels: np.ndarray, allowed: tuple[str, ...], name: str) -> None:
-    bad = np.flatnonzero(~np.isin(labels, allowed))
-    if bad.size:
-        raise ScoreFileError(path, f"{name} {labels[bad[0]]!r} is not one of {', '.join(allowed)}", int(bad[0]) + 2)
-    for label in allowed:
-        if not np.any(labels == label):
-            raise ScoreFileError(path, f"no {label!r} trials")
-
-
-def _align(score_path, key_path, score_ids: list[tuple], key_ids: list[tuple]) -> np.ndarray:
+def _align(scores: PackageTable, keys: PackageTable, id_columns: tuple[str, ...]) -> np.ndarray:
     """For each score row, the key row of the same trial; both files must list the same trials once."""
-    position = {trial: i for i, trial in enumerate(key_ids)}
-    for path, ids in ((key_path, key_ids), (score_path, score_ids)):
+    score_ids, key_ids = ([tuple(t.columns[c][i] for c in id_columns) for i in range(t.lines.size)]
+                          for t in (scores, keys))
+    for table, ids in ((keys, key_ids), (scores, score_ids)):
         if len(set(ids)) != len(ids):
-            raise ScoreFileError(path, "a trial is listed more than once")
+            raise ScoreFileError(table.path, "a trial is listed more than once")
+    position = {trial: i for i, trial in enumerate(key_ids)}
     extra = [t for t in score_ids if t not in position]
     if extra or len(score_ids) != len(key_ids):
         example = extra[0] if extra else sorted(set(key_ids) - set(score_ids))[0]
-        raise ScoreFileError(score_path, f"scores and keys ({os.fspath(key_path)}) cover different trials "
+        raise ScoreFileError(scores.path, f"scores and keys ({keys.path}) cover different trials "
                              f"(e.g. {' '.join(example)})")
     return np.array([position[t] for t in score_ids])
 
@@ -315,10 +331,9 @@ def evaluate_cm_files(scores_path: str | os.PathLike[str], keys_path: str | os.P
     """Track 1 metrics of a ``filename cm-score`` file against a ``filename cm-label`` file."""
     scores = read_package_table(scores_path, CM_SCORE_COLUMNS)
     keys = read_package_table(keys_path, CM_KEY_COLUMNS)
-    order = _align(scores_path, keys_path, [(f,) for f in scores["filename"]], [(f,) for f in keys["filename"]])
-    labels = keys["cm-label"][order]
-    _check_labels(keys_path, keys["cm-label"], CM_LABELS, "cm-label")
-    values = _numbers(scores_path, scores["cm-score"], "cm-score")
+    order = _align(scores, keys, ("filename",))
+    labels = keys.labels("cm-label", CM_LABELS)[order]
+    values = scores.numbers("cm-score")
     return cm_metrics(values[labels == "bonafide"], values[labels == "spoof"])
 
 
@@ -327,12 +342,10 @@ def evaluate_sasv_files(scores_path: str | os.PathLike[str], keys_path: str | os
     ``spk filename cm-score asv-score sasv-score`` file against ``spk filename cm-label asv-label``."""
     scores = read_package_table(scores_path, SASV_SCORE_COLUMNS)
     keys = read_package_table(keys_path, SASV_KEY_COLUMNS)
-    order = _align(scores_path, keys_path, list(zip(scores["spk"], scores["filename"])),
-                   list(zip(keys["spk"], keys["filename"])))
-    _check_labels(keys_path, keys["cm-label"], CM_LABELS, "cm-label")
-    _check_labels(keys_path, keys["asv-label"], ASV_LABELS, "asv-label")
-    cm_label, asv_label = keys["cm-label"][order], keys["asv-label"][order]
-    cm, asv, sasv = (_numbers(scores_path, scores[c], c) for c in ("cm-score", "asv-score", "sasv-score"))
+    order = _align(scores, keys, ("spk", "filename"))
+    cm_label = keys.labels("cm-label", CM_LABELS)[order]
+    asv_label = keys.labels("asv-label", ASV_LABELS)[order]
+    cm, asv, sasv = (scores.numbers(c) for c in ("cm-score", "asv-score", "sasv-score"))
     by_asv = {label: asv_label == label for label in ASV_LABELS}
     return {
         "a_dcf": a_dcf(*(sasv[by_asv[label]] for label in ASV_LABELS)),

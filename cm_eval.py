@@ -111,8 +111,8 @@ def _print_set(name: str, report: dict) -> None:
     if calibration and "after" in calibration:
         after = calibration["after"]
         lines.append(f"  calibrated on dev: act DCF {after['act_dcf']:.4f}  Cllr {after['cllr']:.4f} bits")
-    if report["per_emotion"]:
-        cells = ", ".join(f"{e} {c['eer']:.1f}" for e, c in report["per_emotion"].items() if c["eer"] is not None)
+    cells = ", ".join(f"{e} {c['eer']:.1f}" for e, c in report["per_emotion"].items() if c["eer"] is not None)
+    if cells:
         gap = report["arousal_gap"]
         lines.append(f"  EER per emotion (%): {cells}; arousal gap "
                      f"{'n/a' if gap is None else f'{gap:+.1f} points'}")

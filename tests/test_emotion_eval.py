@@ -118,6 +118,11 @@ def test_eval_prints_emotion_table_on_devkit_dses(tmp_path, shared_dir, tiny_ser
     cells = [c for row in emo["per_system_emotion"].values() for c in row.values()]
     assert len(cells) == 15 and all(c["n_bonafide"] == 4 and c["n_spoof"] == 4 for c in cells)
     assert emo["pooled"]["n_bonafide"] == 20 and emo["pooled"]["n_spoof"] == 60 and emo["missing"] == []
+    eers = {e: c["eer"] for e, c in emo["per_emotion"].items()}
+    assert emo["worst_emotion"] == {"emotion": max(eers, key=eers.get), "eer": max(eers.values())}
+    high, low = [eers[e] for e in ("angry", "happy", "surprised")], [eers[e] for e in ("neutral", "sad")]
+    assert emo["arousal_gap"] == pytest.approx(np.mean(high) - np.mean(low))
+    assert report["datasets"]["emotional_set"]["per_emotion"] == emo["per_emotion"]
     assert report["la_eval"]["n_bonafide"] == 3
     table_lines = [line for line in out.splitlines() if line.split()[:1] and line.split()[0] in EMOTIONS]
     assert len(table_lines) == 5 and "GriffinLim" in out

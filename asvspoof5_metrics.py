@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from metrics import ScoreFileError, as_scores, compute_det_curve, compute_eer
+from metrics import ScoreFileError, as_scores, compute_det_curve, compute_eer, score_file_lines
 
 # --- constants of the official package (every one of them is a number the package hard-codes) ---
 
@@ -273,26 +273,16 @@ class PackageTable:
 
 
 def read_package_table(path: str | os.PathLike[str], columns: tuple[str, ...]) -> PackageTable:
-    """A whitespace-separated file whose first line names its columns (the package's TSVs); the
-    named ``columns`` must be among them."""
-    with open(path, "rb") as handle:
-        raw_lines = handle.read().splitlines()
-    try:
-        header = raw_lines[0].decode("utf-8").split() if raw_lines else []
-    except UnicodeDecodeError:
-        raise ScoreFileError(path, "not UTF-8 text", 1) from None
+    """A whitespace-separated file whose first (non-blank) line names its columns (the package's
+    TSVs); the named ``columns`` must be among them."""
+    lines = score_file_lines(path)
+    _, header = next(lines, (1, []))
     missing = [c for c in columns if c not in header]
     if missing:
         raise ScoreFileError(path, f"header {' '.join(header)!r} lacks the column(s) {', '.join(missing)} "
                              f"(expected {' '.join(columns)})", 1)
     rows, numbers = [], []
-    for number, raw in enumerate(raw_lines[1:], start=2):
-        try:
-            fields = raw.decode("utf-8").split()
-        except UnicodeDecodeError:
-            raise ScoreFileError(path, "not UTF-8 text", number) from None
-        if not fields:
-            continue
+    for number, fields in lines:
         if len(fields) != len(header):
             raise ScoreFileError(path, f"expected {len(header)} fields ({' '.join(header)}), got {len(fields)}", number)
         rows.append(fields)

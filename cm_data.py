@@ -63,13 +63,17 @@ def dev_trials(config: dict) -> list[Trial]:
     return _read(dev_spec(config), "dev_dataset").trials
 
 
-def has_track_eval(config: dict) -> bool:
-    """Whether the track's own eval set is at ``database_path`` (ASVspoof 2019 LA or 5 eval)."""
-    if "database_path" not in config:
-        return False
+def _track_eval_path(config: dict) -> Path:
+    """The audio folder of the track's own eval set (ASVspoof 2019 LA or ASVspoof 5 eval)."""
+    database = Path(config.get("database_path", "."))
     if TRACKS[config.get("track", "LA")] == "asvspoof5":
-        return (Path(config["database_path"]) / ASVSPOOF5_AUDIO["eval"]).is_dir()
-    return la_audio_dir(config["database_path"], "eval").exists()
+        return database / ASVSPOOF5_AUDIO["eval"]
+    return la_audio_dir(database, "eval")
+
+
+def has_track_eval(config: dict) -> bool:
+    """Whether the track's own eval set is at ``database_path``."""
+    return "database_path" in config and _track_eval_path(config).is_dir()
 
 
 def has_eval_data(config: dict) -> bool:
@@ -127,7 +131,11 @@ def check_paths(config: dict, splits: list[str]) -> None:
         raise ConfigError(f"config key 'database_path': folder not found: {config['database_path']}")
     for split in splits:
         named = {"train": "train_dataset", "dev": "dev_dataset"}.get(split)
-        if named in config:
+        if split == "eval":
+            if not has_eval_data(config):
+                raise ConfigError(f"nothing to evaluate: no eval data at {_track_eval_path(config)}, "
+                                  "no eval_datasets, no emo_dataset")
+        elif named in config:
             for spec in train_specs(config) if split == "train" else [config[named]]:
                 if not Path(spec["path"]).exists():
                     raise ConfigError(f"config key '{named}': {spec['format']} data not found at {spec['path']}")
@@ -135,16 +143,13 @@ def check_paths(config: dict, splits: list[str]) -> None:
             for path in (la_protocol_path(config["database_path"], split), la_audio_dir(config["database_path"], split)):
                 if not path.exists():
                     raise ConfigError(f"{split} data not found: {path} (database_path should be the LA/ folder)")
-        elif "database_path" in config:
+        else:
             audio = Path(config["database_path"]) / ASVSPOOF5_AUDIO[split]
             if not audio.is_dir():
                 raise ConfigError(f"{split} data not found: {audio} (database_path should be the ASVspoof 5 folder)")
-    if splits == ["eval"] and not has_eval_data(config):
-        raise ConfigError("nothing to evaluate: no eval data at database_path, no eval_datasets, no emo_dataset")
     if "train" in splits and str_to_bool(config.get("eval_all_best", False), "eval_all_best") and not has_track_eval(config):
-        raise ConfigError(f"config key 'eval_all_best': the track's eval data not found at "
-                          f"{la_audio_dir(config.get('database_path', '.'), 'eval')}; set it to \"False\" or add "
-                          "the eval data")
+        raise ConfigError(f"config key 'eval_all_best': the track's eval data not found at {_track_eval_path(config)}; "
+                          "set it to \"False\" or add the eval data")
 
 
 @dataclass

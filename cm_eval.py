@@ -5,8 +5,10 @@ Per set: EER, the ASVspoof 2019 min t-DCF where ASV scores exist, the ASVspoof 5
 attack, condition and emotion, the calibration to log-likelihood ratios when dev scores of the
 model exist (act DCF and Cllr before and after), a score file, DET curves and a score histogram;
 across sets a summary table. Several checkpoints (``main.py --eval --eval_model_weights A B C``)
-are each reported, and so are their best, mean and fused results (AMSDF's "vote": Wu et al.,
-IEEE TIFS 2024); the fused vote is the system the top-level report describes.
+are each reported, and so are their best, mean and fused results (AMSDF reports best, average
+and "vote" over seeds: Wu et al., IEEE TIFS 2024). The top-level report describes the checkpoints
+fused by ``mean`` (of standardised scores): ``main.py`` scores are bona fide logits, not log-odds,
+which a softmax vote assumes (docs/metrics.md); the ensemble section gives both.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from scoring import score_trials, write_score_file
 
 EMO_PLOT = "emo_eer_per_emotion.png"
 EVAL_REPORT = "eval_report.json"
-VOTE = "softmax-vote"
+SYSTEM_FUSION = "mean"  # how the checkpoints of --eval_model_weights become one system
 Scores = dict[str, float]
 
 
@@ -144,11 +146,16 @@ def system_report(run: Run, sets: list[EvalSet], out_dir: Path, title: str,
     report: dict = {"datasets": {}}
     for eval_set in sets:
         per_model = {label: scores[eval_set.name] for label, scores in compare.items()} if compare else None
-        report["datasets"][eval_set.name] = set_report(run, eval_set, out_dir, title, per_model)
+        try:
+            report["datasets"][eval_set.name] = set_report(run, eval_set, out_dir, title, per_model)
+        except ValueError as err:  # e.g. every file of one class unreadable: report it, go on with the others
+            tqdm.write(f"warning: {eval_set.name} ({eval_set.source}): {err}; it has no metrics")
+            report["datasets"][eval_set.name] = {"error": str(err), "source": eval_set.source}
+            continue
         _print_set(eval_set.name, report["datasets"][eval_set.name])
         if eval_set.emotional:
             report["emotional_set"] = _emotional_report(run, eval_set, out_dir, title)
-    report["summary"] = [summary_row(name, r) for name, r in report["datasets"].items()]
+    report["summary"] = [summary_row(name, r) for name, r in report["datasets"].items() if "error" not in r]
     if report["summary"]:
         tqdm.write(f"Summary ({title})\n" + format_table(report["summary"]))
     if "la_eval" in report["datasets"]:
@@ -171,18 +178,19 @@ def _score_matrix(runs: list[Run], name: str, trials: list[Trial]) -> tuple[list
 
 
 def fuse_runs(runs: list[Run], sets: list[EvalSet]) -> Run:
-    """The checkpoints' vote: softmax-vote fusion of each set, and of their dev scores when every
-    checkpoint has them (so the vote is calibrated like one model)."""
+    """The checkpoints as one system: each set's scores fused, and their dev scores too when
+    every checkpoint has them (so the fused system is calibrated like one model)."""
     scores = {}
     for eval_set in sets:
         kept, matrix = _score_matrix(runs, eval_set.name, eval_set.trials)
-        scores[eval_set.name] = dict(zip((t.utt_id for t in kept), fuse_score_matrix(matrix, VOTE)))
+        scores[eval_set.name] = dict(zip((t.utt_id for t in kept), fuse_score_matrix(matrix, SYSTEM_FUSION)))
     dev = None
     if all(run.dev is not None for run in runs):
         first = runs[0].dev
         dev = CmScores(first.utt_ids, first.attacks, first.keys,
-                       fuse_score_matrix(align_runs([run.dev for run in runs], [run.dev_path for run in runs]), VOTE))
-    return Run(f"{VOTE} of {len(runs)}", scores, dev, "fused dev scores of the checkpoints" if dev else None)
+                       fuse_score_matrix(align_runs([run.dev for run in runs], [run.dev_path for run in runs]),
+                                         SYSTEM_FUSION))
+    return Run(f"{SYSTEM_FUSION} of {len(runs)}", scores, dev, "fused dev scores of the checkpoints" if dev else None)
 
 
 def ensemble_report(runs: list[Run], sets: list[EvalSet]) -> dict:
@@ -195,11 +203,13 @@ def ensemble_report(runs: list[Run], sets: list[EvalSet]) -> dict:
         weights = fit_fusion(dev_matrix, runs[0].dev.keys == BONAFIDE)
     result = {}
     for eval_set in sets:
-        singles = [_headline(*_scored(eval_set.trials, run.scores[eval_set.name])[1:], eval_set.asv) for run in runs]
-        best = min(range(len(runs)), key=lambda i: singles[i]["eer"])
         kept, matrix = _score_matrix(runs, eval_set.name, eval_set.trials)
         labels = np.array([t.label == 1 for t in kept], dtype=bool)
-        fused = {method: fuse_score_matrix(matrix, method) for method in ("mean", VOTE)}
+        if labels.all() or not labels.any():
+            continue  # no metrics for this set (system_report says why)
+        singles = [_headline(*_scored(eval_set.trials, run.scores[eval_set.name])[1:], eval_set.asv) for run in runs]
+        best = min(range(len(runs)), key=lambda i: singles[i]["eer"])
+        fused = {method: fuse_score_matrix(matrix, method) for method in ("mean", "softmax-vote")}
         if weights is not None:
             fused["logistic"] = weights[0] @ matrix + weights[1]
         result[eval_set.name] = {
@@ -237,7 +247,7 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
 def evaluate_checkpoints(model: nn.Module, weights: list[Path], config: dict, device: torch.device, run_dir: Path,
                          dev_scores: list[Path | None]) -> dict:
     """``main.py --eval`` with several checkpoints of one architecture: each is scored and
-    reported in ``checkpoints/<n>_<name>/``, their vote in ``run_dir``, and ``ensemble`` gives
+    reported in ``checkpoints/<n>_<name>/``, their fusion in ``run_dir``, and ``ensemble`` gives
     best, mean and fused results per set."""
     sets = eval_sets(config)
     skips = SkipReport(tqdm.write)
@@ -248,11 +258,11 @@ def evaluate_checkpoints(model: nn.Module, weights: list[Path], config: dict, de
                         str(dev) if dev else None))
     checkpoints = [{"weights": str(path), **system_report(run, sets, run_dir / "checkpoints" / run.label, run.label)}
                    for path, run in zip(weights, runs)]
-    vote = fuse_runs(runs, sets)
-    compare = {run.label: run.scores for run in runs} | {vote.label: vote.scores}
-    report = system_report(vote, sets, run_dir, vote.label, compare)
+    fused = fuse_runs(runs, sets)
+    compare = {run.label: run.scores for run in runs} | {fused.label: fused.scores}
+    report = system_report(fused, sets, run_dir, fused.label, compare)
     report.update(checkpoints=checkpoints, ensemble=ensemble_report(runs, sets),
-                  model=f"{VOTE} fusion of {len(runs)} checkpoints")
+                  model=f"{SYSTEM_FUSION} fusion of {len(runs)} checkpoints")
     return _write_report(report, run_dir, skips, None)
 
 

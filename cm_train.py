@@ -109,7 +109,8 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float) -> None:
     weights_dir = run_dir / "weights"
     model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
     summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth"}
-    shutil.copyfile(run_dir / BEST_DEV_SCORES, run_dir / DEV_SCORES)
+    if (run_dir / BEST_DEV_SCORES).is_file():  # absent in runs started before dev scores were kept
+        shutil.copyfile(run_dir / BEST_DEV_SCORES, run_dir / DEV_SCORES)
     if swa_model is not None and swa_model.n_averaged.item() > 0:
         update_bn_of_trainable(train_loader, swa_model, device)
         swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev")
@@ -126,7 +127,9 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float) -> None:
     if task.skips:
         task.skips.write(run_dir / "skipped_files.tsv")
     if has_eval_data(task.config):
-        evaluate_eval_set(model, task.config, device, run_dir, {"training": summary}, run_dir / DEV_SCORES)
+        dev_scores = run_dir / DEV_SCORES
+        evaluate_eval_set(model, task.config, device, run_dir, {"training": summary},
+                          dev_scores if dev_scores.is_file() else None)
     else:
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
 

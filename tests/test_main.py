@@ -49,7 +49,7 @@ def test_config_errors_are_one_line(tmp_path, tiny_la, mutate, expected):
 
 def test_reference_configs_validate():
     from cm_config import load_config
-    for name in ("AASIST.conf", "AASIST-L.conf", "AASIST-L_devkit.conf"):
+    for name in ("AASIST.conf", "AASIST-L.conf", "AASIST-L_devkit.conf", "AASIST_DF.conf"):
         load_config(REPO / "config" / name)
 
 

@@ -72,9 +72,12 @@ def test_eval_reports_every_set_with_pictures_and_calibration(tmp_path, labelled
     rng = np.random.default_rng(2)
     dev = write_lines(tmp_path / "dev.txt", [f"D{i} - {'bonafide' if i % 2 else 'spoof'} {rng.normal(i % 2):.4f}"
                                              for i in range(200)])
+    bona_fide_rows = [line.split("\t")[:2] for line in tsv.read_text().splitlines()[1:] if "\tbonafide\t" in line]
+    bona_only = write_lines(tmp_path / "bona_only.tsv", ["path\tkey"] + ["\t".join(row) for row in bona_fide_rows[:2]])
     config = make_config(tmp_path, database, model_path=str(tmp_path / "w.pth"), emotion_labels=str(meta),
                          eval_datasets=[{"name": "same", "format": "protocol_tsv", "path": str(tsv),
-                                         "asv_scores": str(asv)}])
+                                         "asv_scores": str(asv)},
+                                        {"name": "bona_only", "format": "protocol_tsv", "path": str(bona_only)}])
     main_module.main(["--config", str(config), "--eval", "--dev_scores", str(dev), "--output_dir", str(tmp_path / "ev")])
     out = capsys.readouterr().out
     run_dir = next((tmp_path / "ev").iterdir())
@@ -103,12 +106,13 @@ def test_eval_reports_every_set_with_pictures_and_calibration(tmp_path, labelled
                                      scores.scores[mask & (scores.keys == "spoof")])[0]
         assert la["per_emotion"][name]["eer"] == pytest.approx(expected)
         assert la["per_emotion"][name]["ci95"][0] <= expected <= la["per_emotion"][name]["ci95"][1]
-    assert [row["dataset"] for row in report["summary"]] == ["la_eval", "same"]
+    assert [row["dataset"] for row in report["summary"]] == ["la_eval", "same"]  # a set without metrics is named, not fatal
+    assert "no bona fide or no spoof trial" in report["datasets"]["bona_only"]["error"]
     assert "Summary" in out and "arousal gap" in out
     assert len(read_cm_scores(same["calibration"]["score_file"]).scores) == 12
 
 
-def test_several_checkpoints_best_mean_and_vote(tmp_path, labelled_eval):
+def test_several_checkpoints_best_mean_and_fused(tmp_path, labelled_eval):
     database, _, _, _ = labelled_eval
     weights = []
     for seed in (0, 1):
@@ -123,14 +127,17 @@ def test_several_checkpoints_best_mean_and_vote(tmp_path, labelled_eval):
     assert [c["weights"] for c in report["checkpoints"]] == [str(w) for w in weights]
     singles = [read_cm_scores(c["datasets"]["la_eval"]["score_file"]) for c in report["checkpoints"]]
     assert all(s.utt_ids.tolist() == singles[0].utt_ids.tolist() for s in singles)
-    vote = read_cm_scores(report["la_eval"]["score_file"])
-    expected = fuse_score_matrix(np.stack([s.scores for s in singles]), "softmax-vote")
-    assert np.allclose(vote.scores, expected, atol=2e-6)
+    fused = read_cm_scores(report["la_eval"]["score_file"])
+    expected = fuse_score_matrix(np.stack([s.scores for s in singles]), "mean")
+    assert np.allclose(fused.scores, expected, atol=1e-3)  # the checkpoint files round to 6 decimals
     ensemble = report["ensemble"]["la_eval"]
     eers = [c["datasets"]["la_eval"]["eer"] for c in report["checkpoints"]]
     assert ensemble["best"]["eer"] == min(eers) and ensemble["mean"]["eer"]["mean"] == pytest.approx(np.mean(eers))
     assert set(ensemble["fused"]) == {"mean", "softmax-vote"}
-    assert ensemble["fused"]["softmax-vote"]["eer"] == pytest.approx(report["la_eval"]["eer"])
+    assert ensemble["fused"]["mean"]["eer"] == pytest.approx(report["la_eval"]["eer"])
+    vote = fuse_score_matrix(np.stack([s.scores for s in singles]), "softmax-vote")
+    labels = singles[0].keys == "bonafide"
+    assert ensemble["fused"]["softmax-vote"]["eer"] == pytest.approx(100 * compute_eer(vote[labels], vote[~labels])[0])
     assert open(report["la_eval"]["det_plot"], "rb").read(4) == b"\x89PNG"
 
 

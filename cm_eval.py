@@ -122,10 +122,9 @@ def _print_set(name: str, report: dict) -> None:
 
 
 def _emotional_report(run: Run, eval_set: EvalSet, out_dir: Path, title: str) -> dict:
-    """The emotional set's per-emotion / per-system report, table and bar chart."""
+    """The emotional set's per-emotion / per-system report, table and bar chart (``set_report``
+    has made sure both classes were scored)."""
     trials, values, labels = _scored(eval_set.trials, run.scores[eval_set.name])
-    if labels.all() or not labels.any():
-        raise ValueError(f"{eval_set.source}: no bona fide or no spoof trial could be scored")
     report = emotion_report(values, np.where(labels, BONAFIDE, "spoof"), [t.attack for t in trials],
                             [t.emotion for t in trials])
     report.update(dataset=eval_set.source, bonafide_system=eval_set.bonafide_system, missing=eval_set.missing,

@@ -23,7 +23,7 @@ from checkpoint import load_checkpoint, load_weights
 from cm_config import load_config, run_name
 from cm_data import (check_paths, dev_asv, dev_trials, eval_sets, has_eval_data, resolve_asv_path, track_eval_name,
                      training_trials)
-from cm_eval import evaluate_checkpoints, evaluate_eval_set, metrics_for
+from cm_eval import evaluate_ablations, evaluate_checkpoints, evaluate_eval_set, metrics_for
 from config import ConfigError, str_to_bool
 from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, make_loader
 from engine import Validation, fit, new_run_dir
@@ -103,12 +103,12 @@ def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch
         module.load_state_dict(state)
 
 
-def finalise(task: CountermeasureTask, train_loader, best_eer: float) -> None:
+def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int) -> None:
     """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it."""
     model, swa_model, run_dir, device = task.model, task.swa_model, task.run_dir, task.device
     weights_dir = run_dir / "weights"
     model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
-    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth"}
+    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth", "seed": seed}
     if (run_dir / BEST_DEV_SCORES).is_file():  # absent in runs started before dev scores were kept
         shutil.copyfile(run_dir / BEST_DEV_SCORES, run_dir / DEV_SCORES)
     if swa_model is not None and swa_model.n_averaged.item() > 0:
@@ -153,7 +153,7 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
                                             config["optim_config"], config["num_epochs"] * len(train_loader))
     result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
                  generator=generator, device=device, skips=skips, mixed_precision=True, resume=resume)
-    finalise(task, train_loader, result.best)
+    finalise(task, train_loader, result.best, seed)
 
 
 def eval_dev_scores(weights: list[Path], named: list[str] | None) -> list[Path | None]:
@@ -195,11 +195,16 @@ def run(args: argparse.Namespace) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         weights = [Path(w) for w in args.eval_model_weights or [config["model_path"]]]
         dev_scores = eval_dev_scores(weights, args.dev_scores)
-        if len(weights) == 1:
-            load_weights(model, weights[0], device)
-            evaluate_eval_set(model, config, device, run_dir, dev_scores=dev_scores[0])
-        else:
+        if len(weights) > 1:
+            if args.ablations:
+                raise ConfigError("--ablations evaluates one checkpoint; give one --eval_model_weights")
             evaluate_checkpoints(model, weights, config, device, run_dir, dev_scores)
+            return
+        load_weights(model, weights[0], device)
+        if args.ablations:
+            evaluate_ablations(model, config, device, run_dir)
+        else:
+            evaluate_eval_set(model, config, device, run_dir, dev_scores=dev_scores[0])
         return
     if not resume:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)

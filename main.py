@@ -3,6 +3,7 @@
     python main.py --config config/AASIST.conf            # train
     python main.py --config config/AASIST.conf --eval     # evaluate model_path on every eval set
     python main.py --config config/AASIST.conf --eval --eval_model_weights a.pth b.pth c.pth
+    python main.py --config config/AASIST_FiLM_devkit.conf --eval --ablations   # with the emotion ablated
     python main.py --resume exp_result/LA_AASIST_ep100_bs24   # continue an interrupted run
 """
 from __future__ import annotations
@@ -22,16 +23,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval", action="store_true",
                         help="evaluate the weights at model_path on every evaluation set of the config")
     parser.add_argument("--eval_model_weights", nargs="+", metavar="WEIGHTS",
-                        help="weights to evaluate instead of model_path; several: each, their best, mean and vote")
+                        help="weights to evaluate instead of model_path; several: each, their best, mean and fused")
     parser.add_argument("--dev_scores", nargs="+", metavar="SCORES",
                         help="--eval: dev score file of each checkpoint, to calibrate scores to LLRs "
                         "(default: the run's dev_scores.txt for a run's weights/final.pth)")
+    parser.add_argument("--ablations", action="store_true",
+                        help="with --eval: evaluate an emotion model with emotion_ablation none, zero and shuffle")
     parser.add_argument("--comment", help="suffix of the run folder name")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("--config is required (or --resume RUN_DIR)")
+    if args.ablations and not args.eval:
+        parser.error("--ablations goes with --eval")
     return args
 
 

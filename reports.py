@@ -14,11 +14,31 @@ import numpy.typing as npt
 from asvspoof5_metrics import cm_metrics
 from metrics import BONAFIDE, AsvScores, Metrics, as_scores, compute_det_curve, compute_eer, eer_bootstrap_ci, evaluate_arrays
 
-# Arousal groups of the emotions the corpora label (Russell's circumplex: anger, joy, surprise,
-# fear and disgust are high-arousal; neutral, calm and sadness low-arousal).
+UNLABELLED = "-"  # the emotion of a trial without an emotion label
+
+# Arousal of the emotions the sets label (Russell's circumplex model of affect, J. Pers. Soc.
+# Psychol. 1980): high-arousal speech is the speech countermeasures miss most.
 HIGH_AROUSAL = ("angry", "happy", "surprised", "fearful", "disgust")
 LOW_AROUSAL = ("neutral", "calm", "sad")
-UNLABELLED = "-"
+
+
+def emotion_cells(section: dict) -> dict[str, float]:
+    """Emotion -> EER (percent) of a report section's scorable ``per_emotion`` cells."""
+    return {emotion: cell["eer"] for emotion, cell in section.get("per_emotion", {}).items() if cell.get("eer") is not None}
+
+
+def worst_emotion(per_emotion: dict[str, float]) -> tuple[str, float]:
+    """The emotion with the highest EER, and that EER (``per_emotion``: emotion -> EER)."""
+    emotion = max(per_emotion, key=per_emotion.get)
+    return emotion, per_emotion[emotion]
+
+
+def arousal_gap(per_emotion: dict[str, float]) -> float | None:
+    """Mean EER of the high-arousal emotions minus mean EER of the low-arousal ones (percentage
+    points); None when either group has no emotion in ``per_emotion``."""
+    high = [eer for emotion, eer in per_emotion.items() if emotion in HIGH_AROUSAL]
+    low = [eer for emotion, eer in per_emotion.items() if emotion in LOW_AROUSAL]
+    return float(np.mean(high) - np.mean(low)) if high and low else None
 
 
 def format_metrics(title: str, metrics: Metrics, digits: int = 3, tdcf_digits: int = 5) -> str:
@@ -60,28 +80,12 @@ def emotion_summary(per_emotion: dict[str, dict], is_bonafide: np.ndarray, emoti
     """``worst_emotion``, ``arousal_gap`` and ``n_unlabelled`` (trials per class left out of the
     per-emotion cells because they carry no emotion label)."""
     unlabelled = emotions == UNLABELLED
-    return {"worst_emotion": worst_emotion(per_emotion), "arousal_gap": arousal_gap(per_emotion),
+    cells = emotion_cells({"per_emotion": per_emotion})
+    worst = worst_emotion(cells) if cells else None
+    return {"worst_emotion": {"emotion": worst[0], "eer": worst[1]} if worst else None,
+            "arousal_gap": arousal_gap(cells),
             "n_unlabelled": {"bonafide": int(np.count_nonzero(unlabelled & is_bonafide)),
                              "spoof": int(np.count_nonzero(unlabelled & ~is_bonafide))}}
-
-
-def worst_emotion(per_emotion: dict[str, dict]) -> dict | None:
-    """The emotion with the highest EER among the scorable ones (None when none is)."""
-    scorable = {e: c["eer"] for e, c in per_emotion.items() if c["eer"] is not None}
-    if not scorable:
-        return None
-    emotion = max(scorable, key=scorable.get)
-    return {"emotion": emotion, "eer": scorable[emotion]}
-
-
-def arousal_gap(per_emotion: dict[str, dict]) -> float | None:
-    """Mean EER of the high-arousal emotions minus that of the low-arousal ones, in percentage
-    points, over the scorable emotions of each group; None when a group has none."""
-    groups = [[c["eer"] for e, c in per_emotion.items() if e in group and c["eer"] is not None]
-              for group in (HIGH_AROUSAL, LOW_AROUSAL)]
-    if not all(groups):
-        return None
-    return float(np.mean(groups[0]) - np.mean(groups[1]))
 
 
 def emotion_report(

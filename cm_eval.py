@@ -29,8 +29,8 @@ from config import ConfigError
 from data_utils import SkipReport, Trial
 from fusion import align_runs, fit_fusion, fuse_score_matrix
 from metrics import BONAFIDE, AsvScores, CmScores, Metrics, evaluate_arrays, read_cm_scores
-from reports import (dataset_report, emotion_cells, emotion_report, format_emotion_table, format_metrics, format_table,
-                     plot_det, plot_emotion_eer, plot_score_histogram, summary_row)
+from reports import (dataset_report, emotion_cells, emotion_report, format_emotion_cells, format_emotion_table,
+                     format_metrics, format_table, plot_det, plot_emotion_eer, plot_score_histogram, summary_row)
 from scoring import score_trials, write_score_file
 
 EMO_PLOT = "emo_eer_per_emotion.png"
@@ -104,6 +104,9 @@ def set_report(run: Run, eval_set: EvalSet, out_dir: Path, title: str,
     plot_det(curves, report["det_plot"], f"{title}: {eval_set.name}")
     report["histogram"] = str(out_dir / f"{eval_set.name}_hist.png")
     plot_score_histogram(values[labels], values[~labels], report["histogram"], f"{title}: {eval_set.name}")
+    if report["per_emotion"]:
+        report["emotion_plot"] = str(out_dir / f"{eval_set.name}_per_emotion.png")
+        plot_emotion_eer(report, report["emotion_plot"], f"{title}: {eval_set.name}, EER per emotion", "all attacks")
     return report
 
 
@@ -114,11 +117,8 @@ def _print_set(name: str, report: dict) -> None:
     if calibration and "after" in calibration:
         after = calibration["after"]
         lines.append(f"  calibrated on dev: act DCF {after['act_dcf']:.4f}  Cllr {after['cllr']:.4f} bits")
-    cells = ", ".join(f"{e} {c['eer']:.1f}" for e, c in report["per_emotion"].items() if c["eer"] is not None)
-    if cells:
-        gap = report["arousal_gap"]
-        lines.append(f"  EER per emotion (%): {cells}; arousal gap "
-                     f"{'n/a' if gap is None else f'{gap:+.1f} points'}")
+    if report["per_emotion"]:
+        lines.append(format_emotion_cells(report))
     tqdm.write("\n".join(lines))
 
 

@@ -154,13 +154,15 @@ def format_emotion_table(report: dict) -> str:
     return "\n".join(["EER % [bootstrap 95 % CI] (bona fide + spoof trials)", _text_table(rows)])
 
 
-def plot_emotion_eer(report: dict, path: str | os.PathLike[str], title: str = "EER per emotion") -> None:
-    """Bar chart: one group per spoof system (and one for all systems), one bar per emotion,
-    bootstrap 95 % intervals as error bars; cells without trials are marked n/a."""
+def plot_emotion_eer(report: dict, path: str | os.PathLike[str], title: str = "EER per emotion",
+                     pooled_label: str = "all systems") -> None:
+    """Bar chart: one group per spoof system (``per_system_emotion``, may be empty) and one for
+    all of them (``pooled_label``), one bar per emotion, bootstrap 95 % intervals as error bars;
+    cells without trials are marked n/a."""
     # Imported here: matplotlib is only needed for this figure and is slow to import.
     from matplotlib.figure import Figure
 
-    groups = {"all systems": report["per_emotion"], **report["per_system_emotion"]}
+    groups = {pooled_label: report["per_emotion"], **report.get("per_system_emotion", {})}
     emotions = list(report["per_emotion"])
     width = 0.8 / max(len(emotions), 1)
     figure = Figure(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.0), layout="constrained")
@@ -224,6 +226,19 @@ def dataset_report(scores: npt.ArrayLike, is_bonafide: npt.ArrayLike, attacks: S
     report["per_emotion"] = per_emotion_cells(cm, bonafide, emotion_array, n_boot, seed)
     report.update(emotion_summary(report["per_emotion"], bonafide, emotion_array))
     return report
+
+
+def format_emotion_cells(report: dict) -> str:
+    """A set's per-emotion EERs as a table, with the worst emotion, the arousal gap and the
+    unlabelled trials."""
+    gap, worst, unlabelled = report["arousal_gap"], report["worst_emotion"], report["n_unlabelled"]
+    rows = [["emotion", "EER % [95 % CI] (bona fide + spoof)"]]
+    rows += [[emotion, _format_cell(cell)] for emotion, cell in report["per_emotion"].items()]
+    return "\n".join([
+        f"  per emotion: worst {worst['emotion'] if worst else 'n/a'}, arousal gap "
+        f"{'n/a' if gap is None else f'{gap:+.1f} points'}, unlabelled {unlabelled['bonafide']}+{unlabelled['spoof']}",
+        *("  " + line for line in _text_table(rows).splitlines()),
+    ])
 
 
 SUMMARY_COLUMNS = (("dataset", "{}"), ("bona fide", "{}"), ("spoof", "{}"), ("EER %", "{:.3f}"),

@@ -108,7 +108,8 @@ def test_eval_reports_every_set_with_pictures_and_calibration(tmp_path, labelled
         assert la["per_emotion"][name]["ci95"][0] <= expected <= la["per_emotion"][name]["ci95"][1]
     assert [row["dataset"] for row in report["summary"]] == ["la_eval", "same"]  # a set without metrics is named, not fatal
     assert "no bona fide or no spoof trial" in report["datasets"]["bona_only"]["error"]
-    assert "Summary" in out and "arousal gap" in out
+    assert "Summary" in out and "per emotion: worst" in out and "unlabelled 1+1" in out
+    assert open(la["emotion_plot"], "rb").read(4) == b"\x89PNG"
     assert len(read_cm_scores(same["calibration"]["score_file"]).scores) == 12
 
 

@@ -191,12 +191,11 @@ def t_eer(asv_target: npt.ArrayLike, asv_nontarget: npt.ArrayLike, asv_spoof: np
     curve nor with the ASV threshold, is bisected, giving the points of the plain search in
     O(n log n).
     """
-    asv_tar, asv_non, asv_spf = (as_scores(a, n) for a, n in ((asv_target, "target ASV"),
-                                                             (asv_nontarget, "nontarget ASV"), (asv_spoof, "spoof ASV")))
-    cm_tar, cm_non, cm_spf = (as_scores(a, n) for a, n in ((cm_target, "target CM"),
-                                                          (cm_nontarget, "nontarget CM"), (cm_spoof, "spoof CM")))
-    p_miss_asv, p_fa_non_asv, p_fa_spf_asv = three_class_curves(asv_tar, asv_non, asv_spf)
-    p_miss_cm, p_fa_cm, _ = compute_det_curve(np.concatenate((cm_tar, cm_non)), cm_spf)
+    kinds = ("target", "nontarget", "spoof")
+    asv = [as_scores(s, f"{kind} ASV") for s, kind in zip((asv_target, asv_nontarget, asv_spoof), kinds)]
+    cm = [as_scores(s, f"{kind} CM") for s, kind in zip((cm_target, cm_nontarget, cm_spoof), kinds)]
+    p_miss_asv, p_fa_non_asv, p_fa_spf_asv = three_class_curves(*asv)
+    p_miss_cm, p_fa_cm, _ = compute_det_curve(np.concatenate(cm[:2]), cm[2])
     rho = T_EER_SPOOF_PRIOR
 
     allowed = np.flatnonzero(p_miss_asv < (1 - rho) * p_fa_non_asv + rho * p_fa_spf_asv)
@@ -254,7 +253,8 @@ class PackageTable:
             numbers = values.astype(np.float64)
         except ValueError:
             bad = next(i for i, v in enumerate(values) if not _is_float(str(v)))
-            raise ScoreFileError(self.path, f"{name} {str(values[bad])!r} is not a number", int(self.lines[bad])) from None
+            raise ScoreFileError(self.path, f"{name} {str(values[bad])!r} is not a number",
+                                 int(self.lines[bad])) from None
         if np.isnan(numbers).any():
             raise ScoreFileError(self.path, f"{name} is NaN", int(self.lines[np.flatnonzero(np.isnan(numbers))[0]]))
         return numbers

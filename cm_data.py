@@ -125,8 +125,11 @@ def check_paths(config: dict, splits: list[str]) -> None:
     if "emo_dataset" in config:
         load_emotional_set(config)
     for i, spec in enumerate(config.get("eval_datasets", [])):
-        if not Path(spec["path"]).exists():
-            raise ConfigError(f"config key 'eval_datasets[{i}].path': not found: {spec['path']}")
+        for key in ("path", "asv_scores", "emotion_labels"):
+            if key in spec and not Path(spec[key]).exists():
+                raise ConfigError(f"config key 'eval_datasets[{i}].{key}': not found: {spec[key]}")
+    if "emotion_labels" in config and not Path(config["emotion_labels"]).is_file():
+        raise ConfigError(f"config key 'emotion_labels': file not found: {config['emotion_labels']}")
     if "database_path" in config and not Path(config["database_path"]).is_dir():
         raise ConfigError(f"config key 'database_path': folder not found: {config['database_path']}")
     for split in splits:
@@ -140,14 +143,16 @@ def check_paths(config: dict, splits: list[str]) -> None:
                 if not Path(spec["path"]).exists():
                     raise ConfigError(f"config key '{named}': {spec['format']} data not found at {spec['path']}")
         elif TRACKS[config.get("track", "LA")] == "asvspoof2019_la":
-            for path in (la_protocol_path(config["database_path"], split), la_audio_dir(config["database_path"], split)):
+            database = config["database_path"]
+            for path in (la_protocol_path(database, split), la_audio_dir(database, split)):
                 if not path.exists():
                     raise ConfigError(f"{split} data not found: {path} (database_path should be the LA/ folder)")
         else:
             audio = Path(config["database_path"]) / ASVSPOOF5_AUDIO[split]
             if not audio.is_dir():
                 raise ConfigError(f"{split} data not found: {audio} (database_path should be the ASVspoof 5 folder)")
-    if "train" in splits and str_to_bool(config.get("eval_all_best", False), "eval_all_best") and not has_track_eval(config):
+    eval_all_best = str_to_bool(config.get("eval_all_best", False), "eval_all_best")
+    if "train" in splits and eval_all_best and not has_track_eval(config):
         raise ConfigError(f"config key 'eval_all_best': the track's eval data not found at {_track_eval_path(config)}; "
                           "set it to \"False\" or add the eval data")
 

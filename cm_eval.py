@@ -113,7 +113,8 @@ def set_report(run: Run, eval_set: EvalSet, out_dir: Path, title: str,
 def _print_set(name: str, report: dict) -> None:
     five, calibration = report["asvspoof5"], report["calibration"]
     lines = [format_metrics(name, report),
-             f"  ASVspoof 5: min DCF {five['min_dcf']:.4f}  act DCF {five['act_dcf']:.4f}  Cllr {five['cllr']:.4f} bits"]
+             f"  ASVspoof 5: min DCF {five['min_dcf']:.4f}  act DCF {five['act_dcf']:.4f}  "
+             f"Cllr {five['cllr']:.4f} bits"]
     if calibration and "after" in calibration:
         after = calibration["after"]
         lines.append(f"  calibrated on dev: act DCF {after['act_dcf']:.4f}  Cllr {after['cllr']:.4f} bits")
@@ -133,7 +134,8 @@ def _emotional_report(run: Run, eval_set: EvalSet, out_dir: Path, title: str) ->
                   n_unscored=len(eval_set.trials) - len(trials))
     for problem in eval_set.missing + report["empty"]:
         tqdm.write(f"warning: emotional set: {problem}")
-    tqdm.write(f"Emotional set {eval_set.source} (bona fide: {eval_set.bonafide_system})\n" + format_emotion_table(report))
+    tqdm.write(f"Emotional set {eval_set.source} (bona fide: {eval_set.bonafide_system})\n"
+               + format_emotion_table(report))
     plot_emotion_eer(report, out_dir / EMO_PLOT, f"{title}: EER per emotion")
     report["plot"] = str(out_dir / EMO_PLOT)
     return report

@@ -161,7 +161,8 @@ def eval_dev_scores(weights: list[Path], named: list[str] | None) -> list[Path |
     checkpoint, in order), else the run's ``dev_scores.txt`` for a run's ``weights/final.pth``."""
     if named:
         if len(named) != len(weights):
-            raise ConfigError(f"--dev_scores: give one dev score file per checkpoint ({len(weights)}), got {len(named)}")
+            raise ConfigError(f"--dev_scores: give one dev score file per checkpoint ({len(weights)}), "
+                              f"got {len(named)}")
         for path in named:
             if not Path(path).is_file():
                 raise ConfigError(f"--dev_scores: file not found: {path}")

@@ -156,7 +156,8 @@ def test_main_and_inference_run_amsdf(shared_dir, tiny_ssl_dir, tmp_path):
     config = json.loads((REPO / "config/AMSDF_devkit.conf").read_text())
     config["model_config"].update({**TINY, "ssl_path": str(tiny_ssl_dir), "ser_config": TINY_ACRNN})
     config.update(database_path=str(small_devkit(shared_dir, tmp_path / "LA")),
-                  emo_dataset=str(shared_dir / "data/devkit/DSES"), num_epochs=1, batch_size=8,
+                  emo_dataset=str(shared_dir / "data/devkit/DSES"),
+                  emotion_labels=str(shared_dir / "data/devkit/meta.tsv"), num_epochs=1, batch_size=8,
                   num_workers=0, eval_mode="first", swa=False)
     config_path = tmp_path / "amsdf.conf"
     config_path.write_text(json.dumps(config))

@@ -34,6 +34,7 @@ def run_cli(*args, cwd=REPO):
      "'train_dataset.split': format asvspoof5 needs one of train, dev, eval"),
     (lambda c: c.update(eval_datasets=[{"format": "in_the_wild", "path": "/nonexistent/itw"}]),
      "'eval_datasets[0].path': not found: /nonexistent/itw"),
+    (lambda c: c.update(emotion_labels="/nonexistent/meta.tsv"), "config key 'emotion_labels': file not found"),
     (lambda c: c.update(augmentation={"rawboost": {"algo": 5}}), "config key 'augmentation'"),
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_la, mutate, expected):

@@ -1,6 +1,6 @@
 """The countermeasure config (``config/*.conf`` read by ``main.py`` and ``inference.py``): its
-keys, their checks, and the data paths it names. Every problem is reported at start-up in one
-line naming the key or path, before any model is built or data is read.
+keys and their checks. Every problem is reported at start-up in one line naming the key, before
+any model is built or data is read; ``cm_data`` reads the data the config names.
 
 The keys are those of the AASIST reference configs plus emospoof's own (docs/config.md). A key
 that is accepted does something: values the framework cannot honour yet are refused.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from config import ConfigError, check_keys, is_number, read_config, str_to_bool
-from data_utils import EmotionalSet, la_audio_dir, la_protocol_path, read_emotional_set
+from corpora import check_spec, dataset_name
 from models.registry import validate_model_section
 from utils import OPTIM_KEYS
 
@@ -19,13 +19,54 @@ TOP_LEVEL_KEYS = {
     "num_epochs", "loss", "track", "eval_all_best", "eval_output", "cudnn_deterministic_toggle",
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
     "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
-    "augmentation",
+    "augmentation", "train_dataset", "dev_dataset", "eval_datasets", "emotion_labels",
 }
-REQUIRED_KEYS = ("database_path", "batch_size", "num_epochs", "model_config", "optim_config")
+REQUIRED_KEYS = ("batch_size", "num_epochs", "model_config", "optim_config")
 BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
 LOSSES = ("CCE",)  # weighted cross-entropy (0.1 spoof, 0.9 bona fide), the reference's loss
-TRACKS = ("LA",)  # the data readers know the ASVspoof 2019 LA layout
-DEV_ASV_SCORES = "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.dev.gi.trl.scores.txt"
+# The ASVspoof tracks, as shorthands for their data: the dataset format read at database_path for
+# training, dev and the track's own eval set. ASVspoof 2021 has no training data of its own:
+# both its LA and DF tasks train and select on ASVspoof 2019 LA, and DF is judged on the 2021 DF
+# evaluation set, which a DF run must therefore name in eval_datasets.
+TRACKS = {"LA": "asvspoof2019_la", "DF": "asvspoof2019_la", "ASVspoof5": "asvspoof5"}
+# Report names the framework gives its own sets; eval_datasets may not reuse them.
+RESERVED_NAMES = ("la_eval", "asvspoof5_eval", "emotional_set", "dev")
+
+
+def _check_datasets(config: dict) -> None:
+    """The dataset specs: ``train_dataset`` (one or a list), ``dev_dataset``, ``eval_datasets``."""
+    train = config.get("train_dataset")
+    if train is not None:
+        specs = train if isinstance(train, list) else [train]
+        if not specs:
+            raise ConfigError("config key 'train_dataset': expected a dataset or a non-empty list of datasets")
+        for i, spec in enumerate(specs):
+            check_spec(spec, f"train_dataset[{i}]" if isinstance(train, list) else "train_dataset")
+    if "dev_dataset" in config:
+        check_spec(config["dev_dataset"], "dev_dataset")
+    evaluated = config.get("eval_datasets", [])
+    if not isinstance(evaluated, list):
+        raise ConfigError(f"config key 'eval_datasets': expected a list of datasets, got {evaluated!r}")
+    names: set[str] = set()
+    for i, spec in enumerate(evaluated):
+        check_spec(spec, f"eval_datasets[{i}]")
+        name = dataset_name(spec)
+        if name in names or name in RESERVED_NAMES:
+            raise ConfigError(f"config key 'eval_datasets[{i}]': the name '{name}' is "
+                              f"{'used twice' if name in names else 'reserved'}; give the set its own 'name'")
+        names.add(name)
+    track = config.get("track", "LA")
+    if track not in TRACKS:
+        raise ConfigError(f"config key 'track': {track!r} is not a track (available: {', '.join(TRACKS)}); "
+                          "name other data with train_dataset, dev_dataset and eval_datasets")
+    if track == "DF" and not any(spec["format"] == "asvspoof2021_df" for spec in evaluated):
+        raise ConfigError("config key 'track': 'DF' is judged on ASVspoof 2021 DF eval: add an eval_datasets "
+                          "entry with format asvspoof2021_df")
+    if "database_path" not in config and ("train_dataset" not in config or "dev_dataset" not in config):
+        raise ConfigError("config is missing the required key 'database_path' (the track's data; it may be "
+                          "left out only when train_dataset and dev_dataset are given)")
+    if "emotion_labels" in config and not (isinstance(config["emotion_labels"], str) and config["emotion_labels"]):
+        raise ConfigError(f"config key 'emotion_labels': expected a file path, got {config['emotion_labels']!r}")
 
 
 def validate_config(config: dict) -> None:
@@ -41,9 +82,7 @@ def validate_config(config: dict) -> None:
     if config.get("loss", "CCE") not in LOSSES:
         raise ConfigError(f"config key 'loss': {config['loss']!r} is not supported "
                           f"(available: {', '.join(LOSSES)}, the weighted cross-entropy)")
-    if config.get("track", "LA") not in TRACKS:
-        raise ConfigError(f"config key 'track': {config['track']!r} is not supported yet (available: "
-                          f"{', '.join(TRACKS)}; the data readers know the ASVspoof 2019 LA layout)")
+    _check_datasets(config)
     augmentation = config.get("augmentation", {})
     if not isinstance(augmentation, dict):
         raise ConfigError(f"config key 'augmentation': expected an object, got {augmentation!r}")
@@ -66,50 +105,6 @@ def validate_config(config: dict) -> None:
 def load_config(path: str | Path) -> dict:
     """Read and check a countermeasure config."""
     return read_config(path, validate_config)
-
-
-def load_emotional_set(config: dict) -> EmotionalSet:
-    """The set named by ``emo_dataset``; any problem is a ConfigError naming the key."""
-    try:
-        return read_emotional_set(config["emo_dataset"], config.get("emo_bonafide_system", "ESD"))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"config key 'emo_dataset': {err}") from None
-
-
-def has_la_eval(config: dict) -> bool:
-    return la_audio_dir(config["database_path"], "eval").exists()
-
-
-def check_paths(config: dict, splits: list[str]) -> None:
-    """The data a run needs exists: the LA ``splits`` and, when configured, the emotional set."""
-    if "emo_dataset" in config:
-        load_emotional_set(config)
-    database = Path(config["database_path"])
-    if not database.is_dir():
-        raise ConfigError(f"config key 'database_path': folder not found: {database}")
-    for split in splits:
-        for path in (la_protocol_path(database, split), la_audio_dir(database, split)):
-            if not path.exists():
-                raise ConfigError(f"{split} data not found: {path} (database_path should be the LA/ folder)")
-    if "train" in splits and str_to_bool(config.get("eval_all_best", False), "eval_all_best") and not has_la_eval(config):
-        raise ConfigError(f"config key 'eval_all_best': LA eval data not found at "
-                          f"{la_audio_dir(database, 'eval')}; set it to \"False\" or add the eval data")
-
-
-def resolve_asv_path(config: dict, key: str, default: str | None) -> Path | None:
-    """ASV score file for t-DCF. A path named in the config must exist; an unnamed default may be
-    absent (t-DCF is then skipped with a message); ``null`` turns t-DCF off."""
-    if key in config and config[key] is None:
-        return None
-    name = config.get(key, default)
-    if name is None:
-        return None
-    path = Path(config["database_path"]) / name
-    if path.is_file():
-        return path
-    if key in config:
-        raise ConfigError(f"config key '{key}': file not found: {path}")
-    return None
 
 
 def run_name(config_path: str, config: dict, comment: str | None) -> str:

@@ -20,18 +20,24 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from checkpoint import load_checkpoint, load_weights
-from cm_config import DEV_ASV_SCORES, check_paths, has_la_eval, load_config, resolve_asv_path, run_name
-from cm_eval import evaluate_ablations, evaluate_eval_set, load_asv, metrics_for
-from config import str_to_bool
-from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, la_trials, make_loader
+from cm_config import load_config, run_name
+from cm_data import (check_paths, dev_asv, dev_trials, eval_sets, has_eval_data, resolve_asv_path, track_eval_name,
+                     training_trials)
+from cm_eval import evaluate_ablations, evaluate_checkpoints, evaluate_eval_set, metrics_for
+from config import ConfigError, str_to_bool
+from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, make_loader
 from engine import Validation, fit, new_run_dir
 from metrics import AsvScores
 from models.registry import build_model
-from scoring import score_trials
+from scoring import score_trials, write_score_file
 from utils import count_parameters, create_optimizer, parameter_groups, seed_everything, select_device, trainable_parameters
 
 # Class weights of the reference's cross-entropy: spoof (index 0) 0.1, bona fide (index 1) 0.9.
 CLASS_WEIGHTS = (0.1, 0.9)
+# Dev scores of the best epoch and of the final model, in the run folder: the final model's are
+# what its evaluation calibrates on.
+BEST_DEV_SCORES = "dev_scores_best.txt"
+DEV_SCORES = "dev_scores.txt"
 
 
 class CountermeasureTask:
@@ -42,6 +48,7 @@ class CountermeasureTask:
                  dev_trials: list[Trial], dev_asv: AsvScores | None, skips: SkipReport) -> None:
         self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
         self.dev_trials, self.dev_asv, self.skips = dev_trials, dev_asv, skips
+        self.dev_scores: dict[str, float] = {}  # of the last validation
         self.criterion = nn.CrossEntropyLoss(weight=torch.tensor(CLASS_WEIGHTS, device=device))
         self.freq_aug = str_to_bool(config.get("freq_aug", False), "freq_aug")
         self.eval_all_best = str_to_bool(config.get("eval_all_best", False), "eval_all_best")
@@ -57,6 +64,7 @@ class CountermeasureTask:
 
     def validate(self, epoch: int) -> Validation:
         scores = score_trials(self.model, self.dev_trials, self.config, self.device, self.skips, f"epoch {epoch} dev")
+        self.dev_scores = scores
         dev = metrics_for(self.dev_trials, scores, self.dev_asv)
         tdcf = dev["min_tdcf"] if dev["min_tdcf"] is not None else float("nan")
         return Validation({"dev_eer": dev["eer"], "dev_min_tdcf": tdcf}, dev["eer"],
@@ -67,10 +75,13 @@ class CountermeasureTask:
 
     def new_best(self, epoch: int, row: dict) -> None:
         torch.save(self.model.state_dict(), self.run_dir / "weights" / "best.pth")
+        write_score_file(self.run_dir / BEST_DEV_SCORES, self.dev_trials, self.dev_scores)
         if self.swa_model is not None:
             self.swa_model.update_parameters(self.model)
         if self.eval_all_best:  # reported for information only; never used to select a model
-            row["eval_eer"] = evaluate_eval_set(self.model, self.config, self.device, self.run_dir)["la_eval"]["eer"]
+            report = evaluate_eval_set(self.model, self.config, self.device, self.run_dir,
+                                       sets=eval_sets(self.config, track_only=True))
+            row["eval_eer"] = report["datasets"][track_eval_name(self.config)]["eer"]
 
     def extra_state(self) -> dict:
         return {"swa_model": None if self.swa_model is None else self.swa_model.state_dict()}
@@ -98,6 +109,8 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int)
     weights_dir = run_dir / "weights"
     model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
     summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth", "seed": seed}
+    if (run_dir / BEST_DEV_SCORES).is_file():  # absent in runs started before dev scores were kept
+        shutil.copyfile(run_dir / BEST_DEV_SCORES, run_dir / DEV_SCORES)
     if swa_model is not None and swa_model.n_averaged.item() > 0:
         update_bn_of_trainable(train_loader, swa_model, device)
         swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev")
@@ -108,12 +121,15 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int)
         if swa_eer <= best_eer:
             model.load_state_dict(swa_model.module.state_dict())
             summary["final"] = "swa.pth"
+            write_score_file(run_dir / DEV_SCORES, task.dev_trials, swa_scores)
     shutil.copyfile(weights_dir / summary["final"], weights_dir / "final.pth")
     tqdm.write(f"final model (chosen on dev): {summary['final']} -> {weights_dir / 'final.pth'}")
     if task.skips:
         task.skips.write(run_dir / "skipped_files.tsv")
-    if has_la_eval(task.config) or "emo_dataset" in task.config:
-        evaluate_eval_set(model, task.config, device, run_dir, {"training": summary})
+    if has_eval_data(task.config):
+        dev_scores = run_dir / DEV_SCORES
+        evaluate_eval_set(model, task.config, device, run_dir, {"training": summary},
+                          dev_scores if dev_scores.is_file() else None)
     else:
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -121,14 +137,14 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int)
 def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, seed: int,
           resume: dict | None) -> None:
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-    dev_asv = load_asv(config, "dev_asv_score_path", DEV_ASV_SCORES)
-    if dev_asv is None:
+    dev_asv_scores = dev_asv(config)
+    if dev_asv_scores is None:
         tqdm.write("note: no dev ASV scores found; dev min t-DCF is not computed")
     skips = SkipReport(tqdm.write)
-    task = CountermeasureTask(model, config, device, run_dir, la_trials(config["database_path"], "dev"), dev_asv, skips)
+    task = CountermeasureTask(model, config, device, run_dir, dev_trials(config), dev_asv_scores, skips)
     generator = torch.Generator()
     generator.manual_seed(seed)
-    train_set = TrialDataset(la_trials(config["database_path"], "train"),
+    train_set = TrialDataset(training_trials(config),
                              config["model_config"].get("nb_samp", NB_SAMP), "train")
     train_loader = make_loader(train_set, config["batch_size"], shuffle=True,
                                num_workers=config.get("num_workers", default_num_workers()),
@@ -138,6 +154,22 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
                  generator=generator, device=device, skips=skips, mixed_precision=True, resume=resume)
     finalise(task, train_loader, result.best, seed)
+
+
+def eval_dev_scores(weights: list[Path], named: list[str] | None) -> list[Path | None]:
+    """The dev score file of each checkpoint, to calibrate on: ``--dev_scores`` (one per
+    checkpoint, in order), else the run's ``dev_scores.txt`` for a run's ``weights/final.pth``."""
+    if named:
+        if len(named) != len(weights):
+            raise ConfigError(f"--dev_scores: give one dev score file per checkpoint ({len(weights)}), "
+                              f"got {len(named)}")
+        for path in named:
+            if not Path(path).is_file():
+                raise ConfigError(f"--dev_scores: file not found: {path}")
+        return [Path(path) for path in named]
+    found = [w.parent.parent / DEV_SCORES if w.name == "final.pth" and w.parent.name == "weights" else None
+             for w in weights]
+    return [path if path and path.is_file() else None for path in found]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -162,8 +194,18 @@ def run(args: argparse.Namespace) -> None:
     if args.eval:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
         run_dir.mkdir(parents=True, exist_ok=True)
-        load_weights(model, Path(args.eval_model_weights or config["model_path"]), device)
-        (evaluate_ablations if args.ablations else evaluate_eval_set)(model, config, device, run_dir)
+        weights = [Path(w) for w in args.eval_model_weights or [config["model_path"]]]
+        dev_scores = eval_dev_scores(weights, args.dev_scores)
+        if len(weights) > 1:
+            if args.ablations:
+                raise ConfigError("--ablations evaluates one checkpoint; give one --eval_model_weights")
+            evaluate_checkpoints(model, weights, config, device, run_dir, dev_scores)
+            return
+        load_weights(model, weights[0], device)
+        if args.ablations:
+            evaluate_ablations(model, config, device, run_dir)
+        else:
+            evaluate_eval_set(model, config, device, run_dir, dev_scores=dev_scores[0])
         return
     if not resume:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)

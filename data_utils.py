@@ -1,4 +1,5 @@
-"""Audio loading, ASVspoof 2019 LA protocols and the datasets/loaders built on them.
+"""Audio loading, windows, the one dataset (``TrialDataset``) and the loaders built on it; the
+protocol and corpus readers live in ``corpora/``.
 
 A file that cannot be used (missing, empty, corrupt, non-finite) never stops a run: the dataset
 hands back a failure record, the collate function separates it from the batch, and the caller
@@ -22,7 +23,6 @@ from config import ConfigError
 
 SAMPLE_RATE = 16000
 NB_SAMP = 64600  # ~4 s, the AASIST reference window
-SPLIT_NAMES = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
 # Extensions of the containers libsndfile reads; a listed file it still cannot decode is reported,
 # and files with other extensions (text, images, ...) are not audio and are ignored.
 AUDIO_EXTENSIONS = {".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc",
@@ -97,7 +97,8 @@ def window_starts(n_samples: int, length: int, hop: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Trial:
-    """One utterance of a protocol. ``label`` is 1 for bona fide, 0 for spoof."""
+    """One utterance of a protocol. ``label`` is 1 for bona fide, 0 for spoof; ``conditions``
+    holds the corpus's other labels as (factor, value) pairs, e.g. ``(("codec", "alaw"),)``."""
 
     utt_id: str
     path: Path
@@ -105,35 +106,7 @@ class Trial:
     attack: str = "-"
     speaker: str = "-"
     emotion: str = "-"
-
-
-def la_protocol_path(database_path: str | Path, split: str) -> Path:
-    return (Path(database_path) / "ASVspoof2019_LA_cm_protocols"
-            / f"ASVspoof2019.LA.cm.{SPLIT_NAMES[split]}.txt")
-
-
-def la_audio_dir(database_path: str | Path, split: str) -> Path:
-    return Path(database_path) / f"ASVspoof2019_LA_{split}" / "flac"
-
-
-def read_la_protocol(protocol: str | Path, audio_dir: str | Path) -> list[Trial]:
-    """Parse a CM protocol (``SPEAKER UTT - ATTACK KEY``) into trials with their flac paths."""
-    trials = []
-    for number, line in enumerate(Path(protocol).read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 5 or fields[4] not in ("bonafide", "spoof"):
-            raise ValueError(f"{protocol}:{number}: expected 'SPEAKER UTT - ATTACK bonafide|spoof', got {line!r}")
-        speaker, utt_id, _, attack, key = fields
-        trials.append(Trial(utt_id, Path(audio_dir) / f"{utt_id}.flac", int(key == "bonafide"), attack, speaker))
-    if not trials:
-        raise ValueError(f"{protocol}: protocol has no trials")
-    return trials
-
-
-def la_trials(database_path: str | Path, split: str) -> list[Trial]:
-    return read_la_protocol(la_protocol_path(database_path, split), la_audio_dir(database_path, split))
+    conditions: tuple[tuple[str, str], ...] = ()
 
 
 class LoadedTrial(NamedTuple):
@@ -263,87 +236,10 @@ class SkipReport:
                 handle.write(f"{file}\t{reason}\n")
 
 
-# ---------------------------------------------------------------------------------------------
-# Emotional evaluation sets
-
+# The five emotions of the emotional TTS set, the class names of the SER models' "tts5" mapping;
+# the emotional set's folders hold .flac or .wav files.
 EMOTIONS = ("angry", "happy", "neutral", "sad", "surprised")
 AUDIO_SUFFIXES = (".flac", ".wav")
-
-
-@dataclass
-class EmotionalSet:
-    """Trials of an emotional set (``attack`` holds the system, bona fide included) and what was
-    expected but not found (missing or empty folders), to be reported rather than ignored."""
-
-    trials: list[Trial]
-    bonafide_system: str
-    missing: list[str]
-
-
-def read_emotional_layout(root: str | Path, bonafide_system: str = "ESD") -> EmotionalSet:
-    """``<root>/<SYSTEM>/<SPEAKER>/<emotion>/*.flac|wav`` (the emotional TTS set's layout).
-
-    ``bonafide_system`` holds bona fide speech, every other system spoofs. Each speaker of each
-    system should have the five emotions; absent or empty folders are listed in ``missing``.
-    """
-    root = Path(root)
-    if not (root / bonafide_system).is_dir():
-        raise ValueError(f"{root}: bona fide system folder '{bonafide_system}' not found "
-                         "(set emo_bonafide_system)")
-    trials, missing = [], []
-    for system_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        speakers = sorted(p for p in system_dir.iterdir() if p.is_dir())
-        if not speakers:
-            missing.append(f"{system_dir}: no speaker folders")
-        for speaker_dir in speakers:
-            emotions = {p.name.lower(): p for p in speaker_dir.iterdir() if p.is_dir()}
-            missing += [f"{speaker_dir / e}: folder missing" for e in EMOTIONS if e not in emotions]
-            for emotion, emotion_dir in sorted(emotions.items()):
-                files = sorted(p for p in emotion_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-                if not files:
-                    missing.append(f"{emotion_dir}: no .flac/.wav files")
-                for path in files:
-                    utt_id = path.relative_to(root).with_suffix("").as_posix()
-                    trials.append(Trial(utt_id, path, int(system_dir.name == bonafide_system),
-                                        system_dir.name, speaker_dir.name, emotion))
-    if not trials:
-        raise ValueError(f"{root}: no audio found in the <SYSTEM>/<SPEAKER>/<emotion>/ layout")
-    return EmotionalSet(trials, bonafide_system, missing)
-
-
-def read_emotional_protocol(protocol: str | Path) -> EmotionalSet:
-    """Lines ``UTT_PATH KEY SYSTEM SPEAKER EMOTION`` (KEY bonafide|spoof; UTT_PATH absolute or
-    relative to the protocol's folder), for emotional sets in other layouts."""
-    protocol = Path(protocol)
-    trials, bonafide_systems = [], set()
-    for number, line in enumerate(protocol.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 5 or fields[1] not in ("bonafide", "spoof"):
-            raise ValueError(f"{protocol}:{number}: expected 'UTT_PATH bonafide|spoof SYSTEM SPEAKER EMOTION', "
-                             f"got {line!r}")
-        path, key, system, speaker, emotion = fields
-        full_path = protocol.parent / path
-        if key == "bonafide":
-            bonafide_systems.add(system)
-        trials.append(Trial(Path(path).with_suffix("").as_posix(), full_path, int(key == "bonafide"),
-                            system, speaker, emotion.lower()))
-    if not trials:
-        raise ValueError(f"{protocol}: protocol has no trials")
-    if not bonafide_systems:
-        raise ValueError(f"{protocol}: no bona fide trials")
-    return EmotionalSet(trials, "+".join(sorted(bonafide_systems)), [])
-
-
-def read_emotional_set(location: str | Path, bonafide_system: str = "ESD") -> EmotionalSet:
-    """A folder in the emotional TTS layout, or a protocol file (see the two readers)."""
-    location = Path(location)
-    if location.is_dir():
-        return read_emotional_layout(location, bonafide_system)
-    if location.is_file():
-        return read_emotional_protocol(location)
-    raise ValueError(f"emotional set not found: {location}")
 
 
 def find_audio_files(folder: Path, option: str = "--test_dir") -> list[Path]:

@@ -1,11 +1,16 @@
-"""Score-file metrics and fusion from the command line (the library lives in ``metrics.py``,
-``fusion.py`` and ``reports.py``).
+"""Score-file metrics, calibration and fusion from the command line (the library lives in
+``metrics.py``, ``asvspoof5_metrics.py``, ``calibration.py``, ``fusion.py`` and ``reports.py``).
 
     python evaluation.py --scores CM_SCORES [--asv-scores ASV_SCORES] [--json]
-    python evaluation.py --fuse CM1 CM2 ... --method mean|softmax-vote --output FUSED [--json]
+    python evaluation.py --scores CM_SCORES --metrics asvspoof5 [--keys CM_KEYS] [--json]
+    python evaluation.py --sasv SASV_SCORES --sasv-keys SASV_KEYS [--json]
+    python evaluation.py --calibrate DEV_SCORES --apply EVAL_SCORES [--output LLRS] [--json]
+    python evaluation.py --fuse CM1 CM2 ... --method mean|softmax-vote|logistic [--fuse-dev DEV1 DEV2 ...]
+                         --output FUSED [--json]
 
 CM score files hold ``UTT ATTACK KEY SCORE`` lines (higher = bona fide), ASV score files
-``SOURCE KEY SCORE`` lines. Exit code 2 and one line on stderr for unusable input.
+``SOURCE KEY SCORE`` lines; ``--keys`` and ``--sasv`` read the ASVspoof 5 evaluation package's
+tab-separated files with headers. Exit code 2 and one line on stderr for unusable input.
 """
 from __future__ import annotations
 
@@ -14,69 +19,121 @@ import json
 import sys
 from typing import Sequence
 
+from asvspoof5_metrics import cm_metrics, evaluate_cm_files, evaluate_sasv_files
+from calibration import calibrate_files
 from fusion import FUSION_METHODS, fuse_score_files
-from metrics import Metrics, evaluate_scores
+from metrics import BONAFIDE, Metrics, evaluate_scores, read_cm_scores
 from reports import format_metrics
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="ASVspoof 2019 and ASVspoof 5 CM metrics, SASV metrics, calibration to LLRs, "
+        "fusion of several runs' scores."
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--scores", help="CM score file: UTT ATTACK KEY SCORE (with --keys: filename cm-score)")
+    source.add_argument("--fuse", nargs="+", metavar="SCORES",
+                        help="CM score files of several runs over the same trials: fuse them (see --method)")
+    source.add_argument("--sasv", metavar="SASV_SCORES",
+                        help="ASVspoof 5 track 2 scores: spk filename cm-score asv-score sasv-score")
+    source.add_argument("--calibrate", metavar="DEV_SCORES",
+                        help="fit logistic-regression calibration on this labelled dev CM score file")
+    parser.add_argument("--metrics", choices=("asvspoof2019", "asvspoof5"), default="asvspoof2019",
+                        help="--scores: EER, min t-DCF and EER per attack (asvspoof2019), or min DCF, "
+                        "act DCF, Cllr and EER (asvspoof5)")
+    parser.add_argument("--keys", help="--scores in the ASVspoof 5 package's format: its key file "
+                        "(filename cm-label); needs --metrics asvspoof5")
+    parser.add_argument("--sasv-keys", help="--sasv: key file (spk filename cm-label asv-label)")
+    parser.add_argument("--apply", metavar="EVAL_SCORES", help="--calibrate: CM score file to map to LLRs")
+    parser.add_argument("--method", choices=FUSION_METHODS, default="mean",
+                        help="--fuse: mean of per-run standardised scores, softmax-vote (log-odds of the "
+                        "mean bona fide probability), or logistic (weights learned on --fuse-dev)")
+    parser.add_argument("--fuse-dev", nargs="+", metavar="DEV_SCORES",
+                        help="--method logistic: the runs' dev score files, in the order of --fuse")
+    parser.add_argument("--output", help="--fuse: fused score file (default fused_scores.txt); "
+                        "--calibrate: calibrated score file (default calibrated_scores.txt)")
+    parser.add_argument("--asv-scores", help="ASV score file: SOURCE KEY SCORE (needed for min t-DCF)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.keys and (not args.scores or args.metrics != "asvspoof5"):
+        parser.error("--keys reads the ASVspoof 5 package's files: use it with --scores and --metrics asvspoof5")
+    if bool(args.sasv) != bool(args.sasv_keys):
+        parser.error("--sasv and --sasv-keys go together")
+    if bool(args.calibrate) != bool(args.apply):
+        parser.error("--calibrate and --apply go together")
+    if args.fuse_dev and args.method != "logistic":
+        parser.error("--fuse-dev is for --method logistic")
+    return args
+
+
+def asvspoof5_of_file(path: str) -> dict[str, float]:
+    """Track 1 metrics of a ``UTT ATTACK KEY SCORE`` file."""
+    cm = read_cm_scores(path)
+    return cm_metrics(cm.scores[cm.keys == BONAFIDE], cm.scores[cm.keys != BONAFIDE])
+
+
+def run(args: argparse.Namespace) -> dict:
+    """What the options ask for, as one JSON-ready dict."""
+    if args.sasv:
+        return evaluate_sasv_files(args.sasv, args.sasv_keys)
+    if args.calibrate:
+        return calibrate_files(args.calibrate, args.apply, args.output or "calibrated_scores.txt")
+    if args.scores and args.metrics == "asvspoof5":
+        return evaluate_cm_files(args.scores, args.keys) if args.keys else asvspoof5_of_file(args.scores)
+    runs: dict[str, Metrics] = {}
+    output = args.output or "fused_scores.txt"
+    if args.fuse:
+        fuse_score_files(args.fuse, args.method, output, args.fuse_dev)
+        runs = {path: evaluate_scores(path, args.asv_scores) for path in args.fuse}
+    metrics = evaluate_scores(output if args.fuse else args.scores, args.asv_scores)
+    summary = {key: metrics[key] for key in ("eer", "min_tdcf", "per_attack")}
+    if args.fuse:
+        summary.update(method=args.method, output=output, runs=[
+            {"path": path, "eer": run["eer"], "min_tdcf": run["min_tdcf"]} for path, run in runs.items()
+        ])
+    return {**summary, "_metrics": metrics}
+
+
+def print_text(args: argparse.Namespace, result: dict) -> None:
+    if "_metrics" in result:
+        for run in result.get("runs", []):
+            tdcf = "" if run["min_tdcf"] is None else f", min t-DCF {run['min_tdcf']:.6f}"
+            print(f"run {run['path']}: EER {run['eer']:.6f} %{tdcf}")
+        if args.fuse:
+            print(f"fused ({args.method}) -> {result['output']}")
+        print(format_metrics("CM", result["_metrics"], digits=6, tdcf_digits=6))
+    elif args.calibrate:
+        print(f"calibration fitted on {args.calibrate}: llr = {result['dev']['scale']:.6f} x score "
+              f"{result['dev']['offset']:+.6f} -> {result['output']}")
+        for part in ("dev", "eval"):
+            for stage in ("before", "after"):
+                values = result[part][stage]
+                print(f"{part} {stage:<6}: act DCF {values['act_dcf']:.6f}  Cllr {values['cllr']:.6f} bits  "
+                      f"min DCF {values['min_dcf']:.6f}")
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value:.6f}{' %' if 'eer' in key else ''}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code (2 for unusable input)."""
-    parser = argparse.ArgumentParser(
-        description="ASVspoof 2019 CM metrics: EER, min t-DCF and EER per attack; "
-        "fusion of several runs' scores."
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--scores", help="CM score file: UTT ATTACK KEY SCORE")
-    source.add_argument(
-        "--fuse", nargs="+", metavar="SCORES",
-        help="CM score files of several runs over the same trials: fuse them (see --method)",
-    )
-    parser.add_argument(
-        "--method", choices=FUSION_METHODS, default="mean",
-        help="--fuse: mean of per-run standardised scores, or softmax-vote (log-odds of the "
-        "mean bona fide probability)",
-    )
-    parser.add_argument(
-        "--output", default="fused_scores.txt", help="--fuse: fused score file to write"
-    )
-    parser.add_argument(
-        "--asv-scores", help="ASV score file: SOURCE KEY SCORE (needed for min t-DCF)"
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object (eer, min_tdcf, per_attack)"
-    )
-    args = parser.parse_args(argv)
-    runs: dict[str, Metrics] = {}
+    args = parse_args(argv)
     try:
-        if args.fuse:
-            fuse_score_files(args.fuse, args.method, args.output)
-            runs = {path: evaluate_scores(path, args.asv_scores) for path in args.fuse}
-        metrics = evaluate_scores(args.output if args.fuse else args.scores, args.asv_scores)
+        result = run(args)
     except OSError as error:
-        path = error.filename if error.filename is not None else (args.scores or args.output)
+        path = error.filename if error.filename is not None else args.scores
         print(f"error: {path}: {error.strerror or error}", file=sys.stderr)
         return 2
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
     if args.json:
-        if metrics["min_tdcf"] is None:
-            print("note: min t-DCF needs ASV scores (--asv-scores); reporting EER only",
-                  file=sys.stderr)
-        summary = {key: metrics[key] for key in ("eer", "min_tdcf", "per_attack")}
-        if args.fuse:
-            summary.update(method=args.method, output=args.output, runs=[
-                {"path": path, "eer": run["eer"], "min_tdcf": run["min_tdcf"]} for path, run in runs.items()
-            ])
-        print(json.dumps(summary))
+        if result.get("min_tdcf", 0) is None:
+            print("note: min t-DCF needs ASV scores (--asv-scores); reporting EER only", file=sys.stderr)
+        print(json.dumps({key: value for key, value in result.items() if key != "_metrics"}))
     else:
-        for path, run in runs.items():
-            tdcf = "" if run["min_tdcf"] is None else f", min t-DCF {run['min_tdcf']:.6f}"
-            print(f"run {path}: EER {run['eer']:.6f} %{tdcf}")
-        if args.fuse:
-            print(f"fused ({args.method}) -> {args.output}")
-        print(format_metrics("CM", metrics, digits=6, tdcf_digits=6))
+        print_text(args, result)
     return 0
 
 

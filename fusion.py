@@ -1,6 +1,7 @@
-"""Score fusion across runs over the same trials: ``mean`` of per-run standardised scores, or
+"""Score fusion across runs over the same trials: ``mean`` of per-run standardised scores,
 ``softmax-vote`` (AMSDF's "vote" over checkpoints trained with different seeds; Wu et al., IEEE
-TIFS 2024).
+TIFS 2024), or ``logistic``: a weighted sum whose weights logistic regression learns on the runs'
+dev scores (linear fusion as in the FoCal and BOSARIS toolkits), giving LLRs.
 """
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from typing import Sequence
 
 import numpy as np
 
-from metrics import CmScores, ScoreFileError, read_cm_scores
+from calibration import fit_logistic
+from metrics import BONAFIDE, CmScores, ScoreFileError, read_cm_scores, write_cm_scores
 
-# Score fusion across runs (AMSDF's "vote" over checkpoints trained with different seeds)
-
-FUSION_METHODS = ("mean", "softmax-vote")
+FUSION_METHODS = ("mean", "softmax-vote", "logistic")
 
 
 def align_runs(runs: Sequence[CmScores], paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
@@ -71,24 +71,45 @@ def fuse_score_matrix(matrix: np.ndarray, method: str) -> np.ndarray:
         log_bonafide = np.logaddexp.reduce(_log_sigmoid(matrix), axis=0)
         log_spoof = np.logaddexp.reduce(_log_sigmoid(-matrix), axis=0)
         return log_bonafide - log_spoof
-    raise ValueError(f"unknown fusion method {method!r}, expected one of {', '.join(FUSION_METHODS)}")
+    raise ValueError(f"unknown fusion method {method!r}, expected one of {', '.join(FUSION_METHODS[:2])} "
+                     "(logistic fusion learns its weights: fit_fusion)")
 
 
-def fuse_score_files(
-    paths: Sequence[str | os.PathLike[str]], method: str, output: str | os.PathLike[str]
-) -> CmScores:
-    """Fuse CM score files of several runs and write ``UTT ATTACK KEY SCORE`` lines to ``output``,
-    in the first file's order."""
+def fit_fusion(dev_matrix: np.ndarray, is_bonafide: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weights (one per run) and offset of the logistic-regression fusion of a (runs, trials) dev
+    score matrix; ``weights @ matrix + offset`` are then LLRs."""
+    return fit_logistic(np.asarray(dev_matrix, dtype=np.float64).T, is_bonafide)
+
+
+def _read_runs(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[CmScores], np.ndarray]:
     if len(paths) < 2:
         raise ValueError(f"fusion needs at least two score files, got {len(paths)}")
     if len({os.path.abspath(path) for path in paths}) < len(paths):
         raise ValueError("the same score file is given twice; each run must be fused once")
-    if any(os.path.abspath(path) == os.path.abspath(output) for path in paths):
-        raise ValueError(f"{os.fspath(output)}: the fused file would overwrite one of its inputs")
     runs = [read_cm_scores(path) for path in paths]
-    fused = fuse_score_matrix(align_runs(runs, paths), method)
+    return runs, align_runs(runs, paths)
+
+
+def fuse_score_files(
+    paths: Sequence[str | os.PathLike[str]], method: str, output: str | os.PathLike[str],
+    dev_paths: Sequence[str | os.PathLike[str]] | None = None,
+) -> CmScores:
+    """Fuse CM score files of several runs and write ``UTT ATTACK KEY SCORE`` lines to ``output``,
+    in the first file's order. ``logistic`` learns its weights on ``dev_paths``: the same runs'
+    dev score files, in the same order."""
+    if any(os.path.abspath(path) == os.path.abspath(output) for path in [*paths, *(dev_paths or [])]):
+        raise ValueError(f"{os.fspath(output)}: the fused file would overwrite one of its inputs")
+    runs, matrix = _read_runs(paths)
+    if method == "logistic":
+        if dev_paths is None or len(dev_paths) != len(paths):
+            raise ValueError(f"logistic fusion learns its weights on dev: give the dev score files of the "
+                             f"{len(paths)} runs, in the same order (got {len(dev_paths or [])})")
+        dev_runs, dev_matrix = _read_runs(dev_paths)
+        weights, offset = fit_fusion(dev_matrix, dev_runs[0].keys == BONAFIDE)
+        fused = weights @ matrix + offset
+    else:
+        fused = fuse_score_matrix(matrix, method)
     first = runs[0]
-    with open(output, "w", encoding="utf-8") as handle:
-        for utt, attack, key, score in zip(first.utt_ids, first.attacks, first.keys, fused):
-            handle.write(f"{utt} {attack} {key} {score:.6f}\n")
-    return CmScores(utt_ids=first.utt_ids, attacks=first.attacks, keys=first.keys, scores=fused)
+    result = CmScores(utt_ids=first.utt_ids, attacks=first.attacks, keys=first.keys, scores=fused)
+    write_cm_scores(output, result)
+    return result

@@ -1,7 +1,8 @@
-"""Train or evaluate a countermeasure on ASVspoof 2019 LA, driven by a JSON config.
+"""Train or evaluate a countermeasure, driven by a JSON config.
 
     python main.py --config config/AASIST.conf            # train
-    python main.py --config config/AASIST.conf --eval     # evaluate model_path on LA eval
+    python main.py --config config/AASIST.conf --eval     # evaluate model_path on every eval set
+    python main.py --config config/AASIST.conf --eval --eval_model_weights a.pth b.pth c.pth
     python main.py --config config/AASIST_FiLM_devkit.conf --eval --ablations   # with the emotion ablated
     python main.py --resume exp_result/LA_AASIST_ep100_bs24   # continue an interrupted run
 """
@@ -19,8 +20,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="JSON config (optional with --resume)")
     parser.add_argument("--output_dir", default="./exp_result", help="parent folder of run folders")
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--eval", action="store_true", help="evaluate the weights at model_path on LA eval")
-    parser.add_argument("--eval_model_weights", help="weights to evaluate instead of model_path")
+    parser.add_argument("--eval", action="store_true",
+                        help="evaluate the weights at model_path on every evaluation set of the config")
+    parser.add_argument("--eval_model_weights", nargs="+", metavar="WEIGHTS",
+                        help="weights to evaluate instead of model_path; several: each, their best, mean and fused")
+    parser.add_argument("--dev_scores", nargs="+", metavar="SCORES",
+                        help="--eval: dev score file of each checkpoint, to calibrate scores to LLRs "
+                        "(default: the run's dev_scores.txt for a run's weights/final.pth)")
     parser.add_argument("--ablations", action="store_true",
                         help="with --eval: evaluate an emotion model with emotion_ablation none, zero and shuffle")
     parser.add_argument("--comment", help="suffix of the run folder name")

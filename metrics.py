@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Sequence, TypedDict
+from typing import Iterator, Sequence, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -255,6 +255,19 @@ def eer_bootstrap_ci(
     return 100 * float(low), 100 * float(high)
 
 
+def score_file_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line number, whitespace-separated fields) of each non-blank line of a text file; bytes that
+    are not UTF-8 raise :class:`ScoreFileError` naming the line."""
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                fields = raw.decode("utf-8").split()
+            except UnicodeDecodeError:
+                raise ScoreFileError(path, "not UTF-8 text", line_no) from None
+            if fields:
+                yield line_no, fields
+
+
 def _read_score_lines(
     path: str | os.PathLike[str], columns: tuple[str, ...], allowed_keys: tuple[str, ...]
 ) -> tuple[list[list[str]], np.ndarray]:
@@ -264,35 +277,28 @@ def _read_score_lines(
     """
     rows: list[list[str]] = []
     scores: list[float] = []
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                fields = raw.decode("utf-8").split()
-            except UnicodeDecodeError:
-                raise ScoreFileError(path, "not UTF-8 text", line_no) from None
-            if not fields:
-                continue
-            if len(fields) != len(columns):
-                raise ScoreFileError(
-                    path,
-                    f"expected {len(columns)} fields ({' '.join(columns)}), got {len(fields)}",
-                    line_no,
-                )
-            if fields[-2] not in allowed_keys:
-                raise ScoreFileError(
-                    path,
-                    f"unknown key {fields[-2]!r}, expected one of {', '.join(allowed_keys)}",
-                    line_no,
-                )
-            try:
-                score = float(fields[-1])
-            except ValueError:
-                problem = f"score {fields[-1]!r} is not a number"
-                raise ScoreFileError(path, problem, line_no) from None
-            if math.isnan(score):
-                raise ScoreFileError(path, "score is NaN", line_no)
-            rows.append(fields[:-1])
-            scores.append(score)
+    for line_no, fields in score_file_lines(path):
+        if len(fields) != len(columns):
+            raise ScoreFileError(
+                path,
+                f"expected {len(columns)} fields ({' '.join(columns)}), got {len(fields)}",
+                line_no,
+            )
+        if fields[-2] not in allowed_keys:
+            raise ScoreFileError(
+                path,
+                f"unknown key {fields[-2]!r}, expected one of {', '.join(allowed_keys)}",
+                line_no,
+            )
+        try:
+            score = float(fields[-1])
+        except ValueError:
+            problem = f"score {fields[-1]!r} is not a number"
+            raise ScoreFileError(path, problem, line_no) from None
+        if math.isnan(score):
+            raise ScoreFileError(path, "score is NaN", line_no)
+        rows.append(fields[:-1])
+        scores.append(score)
     if not scores:
         raise ScoreFileError(path, "no scores found")
     return rows, np.array(scores, dtype=np.float64)
@@ -313,6 +319,13 @@ def read_cm_scores(path: str | os.PathLike[str]) -> CmScores:
     utt_ids, attacks, keys = (np.array(column) for column in zip(*rows))
     _require_keys(path, keys, CM_KEYS)
     return CmScores(utt_ids=utt_ids, attacks=attacks, keys=keys, scores=scores)
+
+
+def write_cm_scores(path: str | os.PathLike[str], cm: CmScores) -> None:
+    """Write ``UTT ATTACK KEY SCORE`` lines, the format :func:`read_cm_scores` reads."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for utt, attack, key, score in zip(cm.utt_ids, cm.attacks, cm.keys, cm.scores):
+            handle.write(f"{utt} {attack} {key} {score:.6f}\n")
 
 
 def read_asv_scores(path: str | os.PathLike[str]) -> AsvScores:

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import inference
 import main as main_module
-from data_utils import la_trials, load_audio, random_crop
+from corpora.asvspoof import la_trials
+from data_utils import load_audio, random_crop
 from checkpoint import load_weights
 from cm_config import load_config
 from config import ConfigError

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 import inference
 import main as main_module
-from data_utils import la_trials, load_audio
 from checkpoint import load_weights
+from corpora.asvspoof import la_trials
+from data_utils import load_audio
 from tests.conftest import REPO, fairseq_name, small_devkit
 from cm_config import load_config, validate_config
 from config import ConfigError
@@ -138,7 +139,8 @@ def test_main_and_inference_run_amsdf(shared_dir, tiny_ssl_dir, tmp_path):
     config = json.loads((REPO / "config/AMSDF_devkit.conf").read_text())
     config["model_config"].update({**TINY, "ssl_path": str(tiny_ssl_dir), "ser_config": TINY_ACRNN})
     config.update(database_path=str(small_devkit(shared_dir, tmp_path / "LA")),
-                  emo_dataset=str(shared_dir / "data/devkit/DSES"), num_epochs=1, batch_size=8,
+                  emo_dataset=str(shared_dir / "data/devkit/DSES"),
+                  emotion_labels=str(shared_dir / "data/devkit/meta.tsv"), num_epochs=1, batch_size=8,
                   num_workers=0, eval_mode="first", swa=False)
     config_path = tmp_path / "amsdf.conf"
     config_path.write_text(json.dumps(config))

@@ -4,6 +4,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from corpora.asvspoof import read_la_protocol
 from data_utils import (
     AudioError,
     SkipReport,
@@ -12,7 +13,6 @@ from data_utils import (
     load_audio,
     make_loader,
     random_crop,
-    read_la_protocol,
     sliding_windows,
     tile_to_length,
 )

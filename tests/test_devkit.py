@@ -15,7 +15,8 @@ import torch
 import main as main_module
 from checkpoint import load_weights
 from cm_eval import metrics_for
-from data_utils import SkipReport, la_trials
+from corpora.asvspoof import la_trials
+from data_utils import SkipReport
 from models.registry import build_model
 from scoring import score_trials
 from tests.conftest import REPO
@@ -32,6 +33,7 @@ def test_short_devkit_run_learns(shared_dir, tmp_path):
     for key in ("emo_dataset", "emo_bonafide_system"):
         config.pop(key, None)  # the emotional set has its own tests
     config.update(database_path=str(shared_dir / "data/devkit/LA"),
+                  emotion_labels=str(shared_dir / "data/devkit/meta.tsv"),
                   init_weights=str(shared_dir / "reference/weights/AASIST-L.pth"),
                   num_epochs=1, swa=False)
     config_path = tmp_path / "devkit.conf"
@@ -52,3 +54,7 @@ def test_short_devkit_run_learns(shared_dir, tmp_path):
     assert after < before - MIN_IMPROVEMENT
     report = json.loads((run_dir / "eval_report.json").read_text())
     assert report["n_skipped"] == 0 and report["la_eval"]["min_tdcf"] is not None
+    # The devkit's meta.tsv labels every LA eval file: eight emotions, nothing unlabelled.
+    assert set(report["la_eval"]["per_emotion"]) == {"angry", "calm", "disgust", "fearful", "happy", "neutral",
+                                                     "sad", "surprised"}
+    assert report["la_eval"]["n_unlabelled"] == {"bonafide": 0, "spoof": 0}

@@ -8,7 +8,8 @@ import soundfile as sf
 import torch
 
 import main as main_module
-from data_utils import EMOTIONS, read_emotional_layout, read_emotional_protocol, read_emotional_set
+from corpora.emotional import read_emotional_layout, read_emotional_protocol, read_emotional_set
+from data_utils import EMOTIONS
 from metrics import compute_eer
 from models.registry import build_model
 from reports import emotion_report, format_emotion_table
@@ -117,8 +118,14 @@ def test_eval_prints_emotion_table_on_devkit_dses(tmp_path, shared_dir, tiny_ser
     cells = [c for row in emo["per_system_emotion"].values() for c in row.values()]
     assert len(cells) == 15 and all(c["n_bonafide"] == 4 and c["n_spoof"] == 4 for c in cells)
     assert emo["pooled"]["n_bonafide"] == 20 and emo["pooled"]["n_spoof"] == 60 and emo["missing"] == []
+    eers = {e: c["eer"] for e, c in emo["per_emotion"].items()}
+    assert emo["worst_emotion"] == {"emotion": max(eers, key=eers.get), "eer": max(eers.values())}
+    high, low = [eers[e] for e in ("angry", "happy", "surprised")], [eers[e] for e in ("neutral", "sad")]
+    assert emo["arousal_gap"] == pytest.approx(np.mean(high) - np.mean(low))
+    assert report["datasets"]["emotional_set"]["per_emotion"] == emo["per_emotion"]
     assert report["la_eval"]["n_bonafide"] == 3
-    table_lines = [line for line in out.splitlines() if line.split()[:1] and line.split()[0] in EMOTIONS]
+    table_lines = [line for line in out.splitlines()  # the per-system table, not the indented per-set tables
+                   if line.split()[:1] and line.split()[0] in EMOTIONS and not line.startswith(" ")]
     assert len(table_lines) == 5 and "GriffinLim" in out
     assert len((run_dir / "emo_scores.txt").read_text().splitlines()) == 80
     assert (run_dir / "emo_eer_per_emotion.png").read_bytes()[:4] == b"\x89PNG"

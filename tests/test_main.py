@@ -24,7 +24,17 @@ def run_cli(*args, cwd=REPO):
     (lambda c: c.update(eval_all_best="maybe"), "'eval_all_best'"),
     # Accepted keys must do something: values the framework cannot honour yet are refused.
     (lambda c: c.update(loss="focal"), "config key 'loss': 'focal' is not supported"),
-    (lambda c: c.update(track="DF"), "config key 'track': 'DF' is not supported yet"),
+    (lambda c: c.update(track="DF"), "config key 'track': 'DF' is judged on ASVspoof 2021 DF eval"),
+    (lambda c: c.update(track="PA"), "config key 'track': 'PA' is not a track (available: LA, DF, ASVspoof5)"),
+    (lambda c: c.update(eval_datasets=[{"format": "in_the_wil", "path": "x"}]),
+     "'eval_datasets[0].format': unknown dataset format 'in_the_wil' (did you mean 'in_the_wild'?)"),
+    (lambda c: c.update(eval_datasets=[{"format": "asvspoof5", "path": "x", "split": "eval", "subset": "eval"}]),
+     "unknown config key 'eval_datasets[0].subset'"),
+    (lambda c: c.update(train_dataset={"format": "asvspoof5", "path": "x"}),
+     "'train_dataset.split': format asvspoof5 needs one of train, dev, eval"),
+    (lambda c: c.update(eval_datasets=[{"format": "in_the_wild", "path": "/nonexistent/itw"}]),
+     "'eval_datasets[0].path': not found: /nonexistent/itw"),
+    (lambda c: c.update(emotion_labels="/nonexistent/meta.tsv"), "config key 'emotion_labels': file not found"),
     (lambda c: c.update(augmentation={"rawboost": {"algo": 5}}), "config key 'augmentation'"),
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_la, mutate, expected):
@@ -40,7 +50,7 @@ def test_config_errors_are_one_line(tmp_path, tiny_la, mutate, expected):
 
 def test_reference_configs_validate():
     from cm_config import load_config
-    for name in ("AASIST.conf", "AASIST-L.conf", "AASIST-L_devkit.conf"):
+    for name in ("AASIST.conf", "AASIST-L.conf", "AASIST-L_devkit.conf", "AASIST_DF.conf"):
         load_config(REPO / "config" / name)
 
 

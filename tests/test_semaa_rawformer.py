@@ -14,7 +14,8 @@ import torch.nn.functional as F
 import inference
 import main as main_module
 from checkpoint import load_weights
-from data_utils import la_trials, load_audio
+from corpora.asvspoof import la_trials
+from data_utils import load_audio
 from metrics import compute_eer
 from cm_config import load_config
 from models.registry import build_model

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from augment.pipeline import check_augmentation_folders, validate_augmentation_config
 from config import ConfigError, check_keys, is_number, read_config, str_to_bool
 from data_utils import EmotionalSet, la_audio_dir, la_protocol_path, read_emotional_set
 from models.registry import validate_model_section
@@ -19,7 +20,7 @@ TOP_LEVEL_KEYS = {
     "num_epochs", "loss", "track", "eval_all_best", "eval_output", "cudnn_deterministic_toggle",
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
     "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
-    "augmentation",
+    "augmentation", "eval_condition",
 }
 REQUIRED_KEYS = ("database_path", "batch_size", "num_epochs", "model_config", "optim_config")
 BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
@@ -44,12 +45,7 @@ def validate_config(config: dict) -> None:
     if config.get("track", "LA") not in TRACKS:
         raise ConfigError(f"config key 'track': {config['track']!r} is not supported yet (available: "
                           f"{', '.join(TRACKS)}; the data readers know the ASVspoof 2019 LA layout)")
-    augmentation = config.get("augmentation", {})
-    if not isinstance(augmentation, dict):
-        raise ConfigError(f"config key 'augmentation': expected an object, got {augmentation!r}")
-    if augmentation:
-        raise ConfigError(f"config key 'augmentation': training-data augmentation is not available yet "
-                          f"(got {', '.join(sorted(map(str, augmentation)))}); remove the section")
+    validate_augmentation_config(config)
     if config["model_config"].get("emotion_ablation") == "shuffle" and config.get("eval_mode") == "full":
         raise ConfigError("model_config.emotion_ablation 'shuffle' needs eval_mode 'first' "
                           "(in 'full' mode a batch holds several windows of the same utterance)")
@@ -84,6 +80,7 @@ def check_paths(config: dict, splits: list[str]) -> None:
     """The data a run needs exists: the LA ``splits`` and, when configured, the emotional set."""
     if "emo_dataset" in config:
         load_emotional_set(config)
+    check_augmentation_folders(config, training="train" in splits)
     database = Path(config["database_path"])
     if not database.is_dir():
         raise ConfigError(f"config key 'database_path': folder not found: {database}")

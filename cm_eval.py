@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from augment.pipeline import build_eval_conditions
 from cm_config import has_la_eval, load_emotional_set, resolve_asv_path
 from data_utils import SkipReport, Trial, la_trials
 from metrics import AsvScores, Metrics, evaluate_arrays, read_asv_scores
@@ -64,10 +65,27 @@ def evaluate_emotional_set(model: nn.Module, config: dict, device: torch.device,
     return report
 
 
+def evaluate_conditions(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
+                        trials: list[Trial], skips: SkipReport) -> dict:
+    """LA eval again under each ``eval_condition`` (a codec, noise, ... applied to every eval
+    utterance, the same draws for every model): metrics and a score file per condition."""
+    results = {}
+    score_path = run_dir / config.get("eval_output", "eval_scores.txt")
+    for name, condition in build_eval_conditions(config, tqdm.write).items():
+        scores = score_trials(model, trials, config, device, skips, f"eval [{name}]", augment=condition)
+        path = score_path.with_name(f"{score_path.stem}_{name}{score_path.suffix}")
+        write_score_file(path, trials, scores)
+        metrics = metrics_for(trials, scores, load_asv(config, "asv_score_path", None))
+        tqdm.write(format_metrics(f"LA eval under condition {name} ({condition.describe()})", metrics))
+        results[name] = {"score_file": str(path), "n_scored": len(scores), **metrics}
+    return results
+
+
 def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
-                      extra: dict | None = None) -> dict:
-    """Score LA eval (when present) and the emotional set (when configured), write the score
-    files and ``eval_report.json``, print the tables."""
+                      extra: dict | None = None, conditions: bool = True) -> dict:
+    """Score LA eval (when present; also under each ``eval_condition`` unless ``conditions`` is
+    False) and the emotional set (when configured), write the score files and
+    ``eval_report.json``, print the tables."""
     skips = SkipReport(tqdm.write)
     report = {}
     if has_la_eval(config):
@@ -78,6 +96,8 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
         metrics = metrics_for(trials, scores, load_asv(config, "asv_score_path", None))
         tqdm.write(format_metrics("LA eval", metrics))
         report.update(score_file=str(score_path), la_eval=metrics, n_scored=len(scores))
+        if conditions and "eval_condition" in config:
+            report["conditions"] = evaluate_conditions(model, config, device, run_dir, trials, skips)
     if "emo_dataset" in config:
         report["emotional_set"] = evaluate_emotional_set(model, config, device, run_dir, skips)
     report.update(n_skipped=len(skips), **(extra or {}))

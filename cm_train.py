@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
+from augment.pipeline import build_augmentation
 from checkpoint import load_checkpoint, load_weights
 from cm_config import DEV_ASV_SCORES, check_paths, has_la_eval, load_config, resolve_asv_path, run_name
 from cm_eval import evaluate_eval_set, load_asv, metrics_for
@@ -39,8 +40,10 @@ class CountermeasureTask:
     the best epoch saved and averaged into the SWA model."""
 
     def __init__(self, model: nn.Module, config: dict, device: torch.device, run_dir: Path,
-                 dev_trials: list[Trial], dev_asv: AsvScores | None, skips: SkipReport) -> None:
+                 dev_trials: list[Trial], dev_asv: AsvScores | None, skips: SkipReport,
+                 train_set: TrialDataset | None = None) -> None:
         self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
+        self.train_set = train_set
         self.dev_trials, self.dev_asv, self.skips = dev_trials, dev_asv, skips
         self.criterion = nn.CrossEntropyLoss(weight=torch.tensor(CLASS_WEIGHTS, device=device))
         self.freq_aug = str_to_bool(config.get("freq_aug", False), "freq_aug")
@@ -53,7 +56,8 @@ class CountermeasureTask:
         return self.criterion(logits.float(), batch.labels.to(device)), logits
 
     def start_epoch(self, epoch: int) -> None:
-        pass
+        if self.train_set is not None:  # the augmentation draws of this epoch
+            self.train_set.set_epoch(epoch)
 
     def validate(self, epoch: int) -> Validation:
         scores = score_trials(self.model, self.dev_trials, self.config, self.device, self.skips, f"epoch {epoch} dev")
@@ -70,7 +74,8 @@ class CountermeasureTask:
         if self.swa_model is not None:
             self.swa_model.update_parameters(self.model)
         if self.eval_all_best:  # reported for information only; never used to select a model
-            row["eval_eer"] = evaluate_eval_set(self.model, self.config, self.device, self.run_dir)["la_eval"]["eer"]
+            row["eval_eer"] = evaluate_eval_set(self.model, self.config, self.device, self.run_dir,
+                                                conditions=False)["la_eval"]["eer"]
 
     def extra_state(self) -> dict:
         return {"swa_model": None if self.swa_model is None else self.swa_model.state_dict()}
@@ -125,11 +130,15 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     if dev_asv is None:
         tqdm.write("note: no dev ASV scores found; dev min t-DCF is not computed")
     skips = SkipReport(tqdm.write)
-    task = CountermeasureTask(model, config, device, run_dir, la_trials(config["database_path"], "dev"), dev_asv, skips)
+    augmentation = build_augmentation(config, tqdm.write)
+    if augmentation is not None:
+        tqdm.write(f"training-data augmentation: {augmentation.describe()}")
+    train_set = TrialDataset(la_trials(config["database_path"], "train"),
+                             config["model_config"].get("nb_samp", NB_SAMP), "train", augment=augmentation, seed=seed)
+    task = CountermeasureTask(model, config, device, run_dir, la_trials(config["database_path"], "dev"), dev_asv,
+                              skips, train_set)
     generator = torch.Generator()
     generator.manual_seed(seed)
-    train_set = TrialDataset(la_trials(config["database_path"], "train"),
-                             config["model_config"].get("nb_samp", NB_SAMP), "train")
     train_loader = make_loader(train_set, config["batch_size"], shuffle=True,
                                num_workers=config.get("num_workers", default_num_workers()),
                                generator=generator, drop_last=len(train_set) > config["batch_size"])

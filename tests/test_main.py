@@ -25,7 +25,12 @@ def run_cli(*args, cwd=REPO):
     # Accepted keys must do something: values the framework cannot honour yet are refused.
     (lambda c: c.update(loss="focal"), "config key 'loss': 'focal' is not supported"),
     (lambda c: c.update(track="DF"), "config key 'track': 'DF' is not supported yet"),
-    (lambda c: c.update(augmentation={"rawboost": {"algo": 5}}), "config key 'augmentation'"),
+    (lambda c: c.update(augmentation={"rawbost": {"algo": 5}}), "unknown config key 'augmentation.rawbost'"),
+    (lambda c: c.update(augmentation={"rawboost": {"algo": 9}}), "config key 'augmentation.rawboost.algo'"),
+    (lambda c: c.update(augmentation={"noise": {"dir": "/nonexistent/noise"}}),
+     "config key 'augmentation.noise.dir': folder not found: /nonexistent/noise"),
+    (lambda c: c.update(eval_condition={"mp3": {"codec": {"codecs": ["mp4"]}}}),
+     "config key 'eval_condition.mp3.codec.codecs': unknown codec 'mp4'"),
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_la, mutate, expected):
     config = json.loads(make_config(tmp_path, tiny_la).read_text())

@@ -34,7 +34,7 @@ class Codec:
 
 
 # Default compression ranges chosen for realistic bit rates at 16 kHz (measured, docs/augmentation.md):
-# MP3 CBR 84-17 kbit/s, Opus 86-23 kbit/s, Vorbis 69-32 kbit/s. G.711 and GSM 6.10 run at 8 kHz.
+# MP3 CBR 84-17 kbit/s, Opus 86-21 kbit/s, Vorbis 81-35 kbit/s on speech. G.711 and GSM 6.10 run at 8 kHz.
 CODECS = {
     "mp3": Codec("MP3", "MPEG_LAYER_III", compression=(0.5, 0.95), bitrate_mode="CONSTANT"),
     "opus": Codec("OGG", "OPUS", compression=(0.7, 0.95)),

@@ -330,3 +330,19 @@ def test_eval_condition_scores_the_eval_set_per_condition(tmp_path, tiny_la):
         scores = open(result["score_file"]).read()
         assert scores != open(first["score_file"]).read()  # the condition changed what the model saw
         assert scores == open(reports[1]["conditions"][name]["score_file"]).read()  # the same every time
+
+
+def test_benchmark_prints_one_json_line():
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_augment.py"), "--json", "--clips", "2",
+                             "--published_clips", "1"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert set(report["rawboost_ms_per_clip"]) == {str(algo) for algo in range(1, 9)}
+    assert set(report["rawboost_speedup"]) == set(report["published_rawboost_ms_per_clip"]) == set(report["rawboost_ms_per_clip"])
+    assert set(report["codec_ms_per_clip"]) == {name for name in CODECS if codec_supported(name)}
+    assert all(report[key] > 0 for key in ("telephone_ms_per_clip", "noise_ms_per_clip", "rir_ms_per_clip"))

@@ -7,8 +7,10 @@ the transcription of the published definition (``benchmarks/rawboost_published.p
 ``firwin`` per band and ``lfilter``) on the first ``--published_clips`` of them, the two in turn on
 each clip so that load from other processes affects both alike; the speed-up is the ratio of the
 mean times. Then each codec round trip, the telephone band, noise from a folder and reverberation
-from a folder of impulse responses (generated here, in a temporary folder). Reported: mean
-milliseconds per clip, with the load average before and after. ``--json`` prints one JSON line.
+from a folder of impulse responses (generated here, in a temporary folder). Reported: mean CPU
+milliseconds per clip (the cost itself; on a loaded machine the wall time also counts the waits
+for other processes, and is reported beside it for RawBoost), with the load average before and
+after. ``--json`` prints one JSON line.
 """
 from __future__ import annotations
 
@@ -48,31 +50,36 @@ def speech_like(rng: np.random.Generator, n: int) -> np.ndarray:
     return (0.5 * clip / np.abs(clip).max()).astype(np.float32)
 
 
+def timed(run) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of ``run()``. The CPU time of this one-thread process is the
+    cost itself; on a loaded machine the wall time adds the waits for the other processes."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    run()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
 def mean_ms(step, clips: np.ndarray, rng: np.random.Generator) -> float:
-    started = time.perf_counter()
-    for clip in clips:
-        step(clip, rng)
-    return 1000 * (time.perf_counter() - started) / len(clips)
+    """Mean CPU milliseconds of ``step`` per clip."""
+    cpu, _ = timed(lambda: [step(clip, rng) for clip in clips])
+    return 1000 * cpu / len(clips)
 
 
-def time_rawboost(clips: np.ndarray, n_published: int, seed: int) -> tuple[dict, dict]:
-    """Mean ms per clip of the fast and the published RawBoost, each algorithm, timed in turn."""
-    fast, published = {}, {}
+def time_rawboost(clips: np.ndarray, n_published: int, seed: int) -> dict[str, dict]:
+    """Mean CPU and wall ms per clip of the fast and the published RawBoost, each algorithm,
+    the two timed in turn on each clip."""
+    times = {"fast_cpu": {}, "fast_wall": {}, "published_cpu": {}, "published_wall": {}}
     for algo in range(1, 9):
         step, rng = RawBoost(algo), np.random.default_rng(seed)
-        fast_times, published_times = [], []
+        fast, published = [], []
         for i, clip in enumerate(clips):
-            started = time.perf_counter()
-            step(clip, rng)
-            fast_times.append(time.perf_counter() - started)
+            fast.append(timed(lambda: step(clip, rng)))
             if i < n_published:
-                started = time.perf_counter()
-                published_rawboost(clip, algo, rng)
-                published_times.append(time.perf_counter() - started)
-        fast[str(algo)] = round(1000 * float(np.mean(fast_times)), 3)
-        if published_times:
-            published[str(algo)] = round(1000 * float(np.mean(published_times)), 2)
-    return fast, published
+                published.append(timed(lambda: published_rawboost(clip, algo, rng)))
+        for name, samples in (("fast", fast), ("published", published)):
+            if samples:
+                cpu, wall = np.mean(samples, axis=0) * 1000
+                times[f"{name}_cpu"][str(algo)], times[f"{name}_wall"][str(algo)] = round(cpu, 3), round(wall, 3)
+    return times
 
 
 def write_folders(root: Path, rng: np.random.Generator) -> tuple[Path, Path]:
@@ -104,7 +111,8 @@ def main() -> None:
     clips = np.stack([speech_like(rng, NB_SAMP) for _ in range(args.clips)])
     load_before = os.getloadavg()
 
-    fast, published = time_rawboost(clips, args.published_clips, args.seed)
+    rawboost = time_rawboost(clips, args.published_clips, args.seed)
+    fast, published = rawboost["fast_cpu"], rawboost["published_cpu"]
     codec_clips = clips[:max(1, args.clips // 4)]
     codecs = {name: round(mean_ms(CodecStep({name: spec.compression}), codec_clips, rng), 2)
               for name, spec in CODECS.items() if codec_supported(name)}
@@ -119,6 +127,8 @@ def main() -> None:
         "rawboost_ms_per_clip": fast,
         "published_rawboost_ms_per_clip": published, "published_clips": args.published_clips,
         "rawboost_speedup": {algo: round(published[algo] / fast[algo], 1) for algo in published},
+        "rawboost_wall_ms_per_clip": rawboost["fast_wall"],
+        "published_rawboost_wall_ms_per_clip": rawboost["published_wall"],
         "codec_ms_per_clip": codecs, "codec_clips": len(codec_clips),
         "telephone_ms_per_clip": round(telephone, 3), "noise_ms_per_clip": round(noise, 3),
         "rir_ms_per_clip": round(rir, 3),

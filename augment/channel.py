@@ -134,7 +134,8 @@ class AudioFolder:
             try:
                 info = sf.info(str(folder / relative))
             except Exception as err:  # libsndfile raises several types for corrupt input
-                warn(f"warning: config key '{key}': skipped {folder / relative}: unreadable audio ({str(err).splitlines()[0]})")
+                reason = str(err).splitlines()[0]
+                warn(f"warning: config key '{key}': skipped {folder / relative}: unreadable audio ({reason})")
                 continue
             if info.frames > 0:
                 self.files.append(str(folder / relative))

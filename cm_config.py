@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from augment.pipeline import validate_augmentation_config
 from config import ConfigError, check_keys, is_number, read_config, str_to_bool
 from corpora import check_spec, dataset_name
 from models.registry import validate_model_section
@@ -19,7 +20,7 @@ TOP_LEVEL_KEYS = {
     "num_epochs", "loss", "track", "eval_all_best", "eval_output", "cudnn_deterministic_toggle",
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
     "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
-    "augmentation", "train_dataset", "dev_dataset", "eval_datasets", "emotion_labels",
+    "augmentation", "eval_condition", "train_dataset", "dev_dataset", "eval_datasets", "emotion_labels",
 }
 REQUIRED_KEYS = ("batch_size", "num_epochs", "model_config", "optim_config")
 BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
@@ -83,12 +84,7 @@ def validate_config(config: dict) -> None:
         raise ConfigError(f"config key 'loss': {config['loss']!r} is not supported "
                           f"(available: {', '.join(LOSSES)}, the weighted cross-entropy)")
     _check_datasets(config)
-    augmentation = config.get("augmentation", {})
-    if not isinstance(augmentation, dict):
-        raise ConfigError(f"config key 'augmentation': expected an object, got {augmentation!r}")
-    if augmentation:
-        raise ConfigError(f"config key 'augmentation': training-data augmentation is not available yet "
-                          f"(got {', '.join(sorted(map(str, augmentation)))}); remove the section")
+    validate_augmentation_config(config)
     if config["model_config"].get("emotion_ablation") == "shuffle" and config.get("eval_mode") == "full":
         raise ConfigError("model_config.emotion_ablation 'shuffle' needs eval_mode 'first' "
                           "(in 'full' mode a batch holds several windows of the same utterance)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from augment.pipeline import check_augmentation_folders
 from cm_config import TRACKS
 from config import ConfigError, str_to_bool
 from corpora import Corpus, dataset_name, read_dataset
@@ -124,6 +125,7 @@ def check_paths(config: dict, splits: list[str]) -> None:
     evaluation sets. Only paths are looked at; the protocols are read when used."""
     if "emo_dataset" in config:
         load_emotional_set(config)
+    check_augmentation_folders(config, training="train" in splits)
     for i, spec in enumerate(config.get("eval_datasets", [])):
         for key in ("path", "asv_scores", "emotion_labels"):
             if key in spec and not Path(spec[key]).exists():

@@ -22,9 +22,10 @@ from torch import nn
 from tqdm import tqdm
 
 from asvspoof5_metrics import cm_metrics
+from augment.pipeline import build_eval_conditions
 from calibration import calibration_report, fit_calibration
 from checkpoint import load_weights
-from cm_data import EvalSet, eval_sets
+from cm_data import EvalSet, eval_sets, track_eval_name
 from config import ConfigError
 from data_utils import SkipReport, Trial
 from fusion import align_runs, fit_fusion, fuse_score_matrix
@@ -232,10 +233,28 @@ def read_dev_scores(path: Path | None) -> CmScores | None:
     return read_cm_scores(path) if path else None
 
 
+def evaluate_conditions(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
+                        eval_set: EvalSet, skips: SkipReport) -> dict:
+    """The track's eval set again under each ``eval_condition`` (a codec, noise, ... applied to
+    every utterance, the same draws for every model): metrics and a score file per condition."""
+    results = {}
+    score_path = run_dir / eval_set.score_file
+    for name, condition in build_eval_conditions(config, tqdm.write).items():
+        scores = score_trials(model, eval_set.trials, config, device, skips, f"{eval_set.name} [{name}]",
+                              augment=condition)
+        path = score_path.with_name(f"{score_path.stem}_{name}{score_path.suffix}")
+        write_score_file(path, eval_set.trials, scores)
+        metrics = metrics_for(eval_set.trials, scores, eval_set.asv)
+        tqdm.write(format_metrics(f"{eval_set.name} under condition {name} ({condition.describe()})", metrics))
+        results[name] = {"score_file": str(path), "n_scored": len(scores), **metrics}
+    return results
+
+
 def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
                       extra: dict | None = None, dev_scores: Path | None = None,
-                      sets: list[EvalSet] | None = None) -> dict:
-    """Score every evaluation set with ``model`` (or only ``sets``), write the score files,
+                      sets: list[EvalSet] | None = None, conditions: bool = True) -> dict:
+    """Score every evaluation set with ``model`` (or only ``sets``), and the track's eval set
+    under each ``eval_condition`` unless ``conditions`` is False; write the score files,
     pictures and ``eval_report.json``, print the tables. ``dev_scores``: the model's dev score
     file, to calibrate on."""
     sets = eval_sets(config) if sets is None else sets
@@ -243,6 +262,9 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
     run = Run(config["model_config"]["architecture"], _score_sets(model, sets, config, device, skips),
               read_dev_scores(dev_scores), str(dev_scores) if dev_scores else None)
     report = system_report(run, sets, run_dir, run.label)
+    track_set = [s for s in sets if s.name == track_eval_name(config)]
+    if conditions and "eval_condition" in config and track_set:
+        report["conditions"] = evaluate_conditions(model, config, device, run_dir, track_set[0], skips)
     return _write_report(report, run_dir, skips, extra)
 
 

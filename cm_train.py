@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
+from augment.pipeline import build_augmentation
 from checkpoint import load_checkpoint, load_weights
 from cm_config import load_config, run_name
 from cm_data import (check_paths, dev_asv, dev_trials, eval_sets, has_eval_data, resolve_asv_path, track_eval_name,
@@ -45,8 +46,10 @@ class CountermeasureTask:
     the best epoch saved and averaged into the SWA model."""
 
     def __init__(self, model: nn.Module, config: dict, device: torch.device, run_dir: Path,
-                 dev_trials: list[Trial], dev_asv: AsvScores | None, skips: SkipReport) -> None:
+                 dev_trials: list[Trial], dev_asv: AsvScores | None, skips: SkipReport,
+                 train_set: TrialDataset | None = None) -> None:
         self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
+        self.train_set = train_set
         self.dev_trials, self.dev_asv, self.skips = dev_trials, dev_asv, skips
         self.dev_scores: dict[str, float] = {}  # of the last validation
         self.criterion = nn.CrossEntropyLoss(weight=torch.tensor(CLASS_WEIGHTS, device=device))
@@ -60,7 +63,8 @@ class CountermeasureTask:
         return self.criterion(logits.float(), batch.labels.to(device)), logits
 
     def start_epoch(self, epoch: int) -> None:
-        pass
+        if self.train_set is not None:  # the augmentation draws of this epoch
+            self.train_set.set_epoch(epoch)
 
     def validate(self, epoch: int) -> Validation:
         scores = score_trials(self.model, self.dev_trials, self.config, self.device, self.skips, f"epoch {epoch} dev")
@@ -80,7 +84,7 @@ class CountermeasureTask:
             self.swa_model.update_parameters(self.model)
         if self.eval_all_best:  # reported for information only; never used to select a model
             report = evaluate_eval_set(self.model, self.config, self.device, self.run_dir,
-                                       sets=eval_sets(self.config, track_only=True))
+                                       sets=eval_sets(self.config, track_only=True), conditions=False)
             row["eval_eer"] = report["datasets"][track_eval_name(self.config)]["eer"]
 
     def extra_state(self) -> dict:
@@ -141,11 +145,14 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     if dev_asv_scores is None:
         tqdm.write("note: no dev ASV scores found; dev min t-DCF is not computed")
     skips = SkipReport(tqdm.write)
-    task = CountermeasureTask(model, config, device, run_dir, dev_trials(config), dev_asv_scores, skips)
+    augmentation = build_augmentation(config, tqdm.write)
+    if augmentation is not None:
+        tqdm.write(f"training-data augmentation: {augmentation.describe()}")
+    train_set = TrialDataset(training_trials(config), config["model_config"].get("nb_samp", NB_SAMP), "train",
+                             augment=augmentation, seed=seed)
+    task = CountermeasureTask(model, config, device, run_dir, dev_trials(config), dev_asv_scores, skips, train_set)
     generator = torch.Generator()
     generator.manual_seed(seed)
-    train_set = TrialDataset(training_trials(config),
-                             config["model_config"].get("nb_samp", NB_SAMP), "train")
     train_loader = make_loader(train_set, config["batch_size"], shuffle=True,
                                num_workers=config.get("num_workers", default_num_workers()),
                                generator=generator, drop_last=len(train_set) > config["batch_size"])

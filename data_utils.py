@@ -136,10 +136,18 @@ class TrialDataset(Dataset):
     (reference evaluation); ``"full"``: overlapping windows over the whole utterance, ``hop``
     samples apart. A file that cannot be used comes back with its reason instead of windows;
     ``reject_silent`` also refuses all-zero audio (scoring it would say nothing about the file).
+
+    ``augment(audio, rng)`` (``augment.pipeline.Augmentation``) transforms the training crop, or
+    in the other modes the whole utterance before it is cut. Its NumPy generator is seeded with
+    (``seed``, epoch, index of the trial): the draws do not depend on the number of loader
+    workers or on which worker loads a file, differ between epochs (:meth:`set_epoch`), and a
+    resumed run repeats those of the uninterrupted one.
     """
 
     def __init__(self, trials: list[Trial], nb_samp: int = NB_SAMP, mode: str = "first",
-                 hop: int | None = None, reject_silent: bool = False) -> None:
+                 hop: int | None = None, reject_silent: bool = False,
+                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+                 seed: int = 0) -> None:
         if mode not in ("train", "first", "full"):
             raise ValueError(f"unknown dataset mode {mode!r}")
         self.trials = trials
@@ -147,6 +155,18 @@ class TrialDataset(Dataset):
         self.mode = mode
         self.hop = hop or nb_samp // 2
         self.reject_silent = reject_silent
+        self.augment = augment
+        self.seed = seed % 2**64
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the augmentation of ``epoch`` (loader workers copy the dataset when an epoch starts)."""
+        self.epoch = epoch
+
+    def augmented(self, audio: np.ndarray, index: int) -> np.ndarray:
+        if self.augment is None:
+            return audio
+        return self.augment(audio, np.random.default_rng([self.seed, self.epoch, index]))
 
     def __len__(self) -> int:
         return len(self.trials)
@@ -165,11 +185,15 @@ class TrialDataset(Dataset):
         if self.reject_silent and not np.any(audio):
             return LoadedTrial(None, trial, "silent audio (every sample is zero)", duration)
         if self.mode == "train":
-            windows = random_crop(audio, self.nb_samp)[None]
-        elif self.mode == "first":
-            windows = tile_to_length(audio, self.nb_samp)[None]
-        else:
+            audio = random_crop(audio, self.nb_samp)
+        try:
+            audio = self.augmented(audio, index)
+        except Exception as err:  # e.g. a codec that fails on this clip: one file must not stop the run
+            return LoadedTrial(None, trial, f"augmentation failed ({type(err).__name__}: {err})", duration)
+        if self.mode == "full":
             windows = sliding_windows(audio, self.nb_samp, self.hop)
+        else:  # the training crop already has nb_samp samples
+            windows = tile_to_length(audio, self.nb_samp)[None]
         return LoadedTrial(torch.from_numpy(np.ascontiguousarray(windows)), trial, None, duration)
 
 

@@ -30,6 +30,7 @@ from data_utils import NB_SAMP, LoadedTrial, SkipReport, Trial, TrialDataset, de
 from models.fused import optimise_for_cpu
 
 Forward = Callable[[torch.Tensor], np.ndarray]
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 BONAFIDE = 1  # logit index of the bona fide class in every countermeasure
 
 
@@ -88,10 +89,12 @@ def _keep_as_is(item: LoadedTrial) -> LoadedTrial:
 
 def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str = "full", hop: int | None = None,
                   batch_size: int = 32, num_workers: int = 0, skips: SkipReport | None = None,
-                  progress: bool = True, desc: str = "scoring", reject_silent: bool = False) -> ScoringRun:
+                  progress: bool = True, desc: str = "scoring", reject_silent: bool = False,
+                  augment: Augment | None = None) -> ScoringRun:
     """Outputs of every window of every trial (``mode`` ``first`` or ``full``, as in
-    ``TrialDataset``), ``batch_size`` windows per forward call whichever files they come from."""
-    dataset = TrialDataset(trials, nb_samp, mode, hop, reject_silent=reject_silent)
+    ``TrialDataset``), ``batch_size`` windows per forward call whichever files they come from;
+    ``augment`` (an eval condition) transforms each utterance first, the same way every time."""
+    dataset = TrialDataset(trials, nb_samp, mode, hop, reject_silent=reject_silent, augment=augment)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_keep_as_is)
     skips = skips if skips is not None else SkipReport(tqdm.write)
     started = time.perf_counter()
@@ -145,7 +148,7 @@ def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str
 
 
 def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: torch.device,
-                 skips: SkipReport, desc: str) -> dict[str, float]:
+                 skips: SkipReport, desc: str, augment: Augment | None = None) -> dict[str, float]:
     """A countermeasure's score of each trial as the reference writes it: the bona fide logit,
     averaged over the windows in ``"full"`` eval mode (``eval_mode`` and ``eval_hop`` of the config).
     On CPU the model runs as its optimised twin (``models.fused``), as ``inference.py`` runs it."""
@@ -153,7 +156,7 @@ def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: to
     scorer = optimise_for_cpu(model) if device.type == "cpu" else model
     run = score_windows(trials, torch_forward(scorer, device), config["model_config"].get("nb_samp", NB_SAMP),
                         config.get("eval_mode", "first"), config.get("eval_hop"), config["batch_size"],
-                        config.get("num_workers", default_num_workers()), skips, desc=desc)
+                        config.get("num_workers", default_num_workers()), skips, desc=desc, augment=augment)
     return {utt_id: float(outputs[:, BONAFIDE].mean()) for utt_id, outputs in run.outputs.items()}
 
 

@@ -106,7 +106,7 @@ def test_shipped_configs():
     hub = load_config(REPO / "config/AASIST_WAV2VEC.conf")
     assert hub["model_config"]["ssl_path"] == "facebook/wav2vec2-xls-r-300m"
     assert hub["model_config"]["filts"][0] == 128 and hub["batch_size"] == 14
-    assert hub["optim_config"]["base_lr"] == 1e-6 and hub["augmentation"] == {}
+    assert hub["optim_config"]["base_lr"] == 1e-6 and hub["augmentation"] == {"rawboost": {"algo": 5}}  # as published
     devkit = load_config(REPO / "config/AASIST_WAV2VEC_devkit.conf")
     assert devkit["model_config"]["ssl_path"] == "./models/weights/ssl_random_wav2vec2"
 

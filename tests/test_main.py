@@ -35,7 +35,12 @@ def run_cli(*args, cwd=REPO):
     (lambda c: c.update(eval_datasets=[{"format": "in_the_wild", "path": "/nonexistent/itw"}]),
      "'eval_datasets[0].path': not found: /nonexistent/itw"),
     (lambda c: c.update(emotion_labels="/nonexistent/meta.tsv"), "config key 'emotion_labels': file not found"),
-    (lambda c: c.update(augmentation={"rawboost": {"algo": 5}}), "config key 'augmentation'"),
+    (lambda c: c.update(augmentation={"rawbost": {"algo": 5}}), "unknown config key 'augmentation.rawbost'"),
+    (lambda c: c.update(augmentation={"rawboost": {"algo": 9}}), "config key 'augmentation.rawboost.algo'"),
+    (lambda c: c.update(augmentation={"noise": {"dir": "/nonexistent/noise"}}),
+     "config key 'augmentation.noise.dir': folder not found: /nonexistent/noise"),
+    (lambda c: c.update(eval_condition={"mp3": {"codec": {"codecs": ["mp4"]}}}),
+     "config key 'eval_condition.mp3.codec.codecs': unknown codec 'mp4'"),
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_la, mutate, expected):
     config = json.loads(make_config(tmp_path, tiny_la).read_text())

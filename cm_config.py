@@ -11,6 +11,7 @@ from pathlib import Path
 
 from config import ConfigError, check_keys, is_number, read_config, str_to_bool
 from data_utils import EmotionalSet, la_audio_dir, la_protocol_path, read_emotional_set
+from engine import TRAINING_KEYS, validate_training_keys
 from models.registry import validate_model_section
 from utils import OPTIM_KEYS
 
@@ -20,7 +21,7 @@ TOP_LEVEL_KEYS = {
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
     "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
     "augmentation",
-}
+} | TRAINING_KEYS
 REQUIRED_KEYS = ("database_path", "batch_size", "num_epochs", "model_config", "optim_config")
 BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
 LOSSES = ("CCE",)  # weighted cross-entropy (0.1 spoof, 0.9 bona fide), the reference's loss
@@ -61,6 +62,7 @@ def validate_config(config: dict) -> None:
     for key in BOOLEAN_KEYS:
         if key in config:
             str_to_bool(config[key], key)
+    validate_training_keys(config)
 
 
 def load_config(path: str | Path) -> dict:

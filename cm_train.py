@@ -19,12 +19,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
+import distributed
+from acceleration import set_tf32
 from checkpoint import load_checkpoint, load_weights
 from cm_config import DEV_ASV_SCORES, check_paths, has_la_eval, load_config, resolve_asv_path, run_name
 from cm_eval import evaluate_eval_set, load_asv, metrics_for
 from config import str_to_bool
 from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, la_trials, make_loader
-from engine import Validation, fit, new_run_dir
+from engine import (StepLoss, TrainSettings, Validation, apply_overrides, create_run, fit, settings_summary,
+                    train_settings, weighted_cross_entropy)
 from metrics import AsvScores
 from models.registry import build_model
 from scoring import score_trials
@@ -42,15 +45,15 @@ class CountermeasureTask:
                  dev_trials: list[Trial], dev_asv: AsvScores | None, skips: SkipReport) -> None:
         self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
         self.dev_trials, self.dev_asv, self.skips = dev_trials, dev_asv, skips
-        self.criterion = nn.CrossEntropyLoss(weight=torch.tensor(CLASS_WEIGHTS, device=device))
+        self.class_weight = torch.tensor(CLASS_WEIGHTS, device=device)
         self.freq_aug = str_to_bool(config.get("freq_aug", False), "freq_aug")
         self.eval_all_best = str_to_bool(config.get("eval_all_best", False), "eval_all_best")
         # No SWA, no copy: for models with a large SSL encoder the average is a second full model.
         self.swa_model = AveragedModel(model) if str_to_bool(config.get("swa", True), "swa") else None
 
-    def loss(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        _, logits = self.model(batch.x.to(device, non_blocking=True), Freq_aug=self.freq_aug)
-        return self.criterion(logits.float(), batch.labels.to(device)), logits
+    def loss(self, net: nn.Module, batch: Batch) -> StepLoss:
+        _, logits = net(batch.x, Freq_aug=self.freq_aug)
+        return weighted_cross_entropy(logits, batch.labels, self.class_weight)
 
     def start_epoch(self, epoch: int) -> None:
         pass
@@ -66,11 +69,13 @@ class CountermeasureTask:
         return best is None or value <= best
 
     def new_best(self, epoch: int, row: dict) -> None:
-        torch.save(self.model.state_dict(), self.run_dir / "weights" / "best.pth")
+        if distributed.is_main():
+            torch.save(self.model.state_dict(), self.run_dir / "weights" / "best.pth")
         if self.swa_model is not None:
             self.swa_model.update_parameters(self.model)
         if self.eval_all_best:  # reported for information only; never used to select a model
-            row["eval_eer"] = evaluate_eval_set(self.model, self.config, self.device, self.run_dir)["la_eval"]["eer"]
+            report = evaluate_eval_set(self.model, self.config, self.device, distributed.output_dir(self.run_dir))
+            row["eval_eer"] = report["la_eval"]["eer"]
 
     def extra_state(self) -> dict:
         return {"swa_model": None if self.swa_model is None else self.swa_model.state_dict()}
@@ -83,43 +88,50 @@ class CountermeasureTask:
 def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch.device) -> None:
     """Re-estimate the SWA model's BatchNorm statistics, except in frozen parts (no trainable
     parameter: a frozen SER branch or AASIST), whose statistics must stay bit-identical;
-    ``update_bn`` alone would reset them."""
+    ``update_bn`` alone would reset them. Under torchrun each rank estimates them on its share of
+    the training data and the estimates are averaged, as one process would average its batches."""
     frozen = [m for m in swa_model.modules() if isinstance(m, _BatchNorm)
               and not any(p.requires_grad for p in m.parameters())]
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in frozen]
     update_bn((b.x.to(device) for b in train_loader if b.utt_ids), swa_model, device)
+    distributed.average_batchnorm_statistics(swa_model)
     for module, state in zip(frozen, saved):
         module.load_state_dict(state)
 
 
-def finalise(task: CountermeasureTask, train_loader, best_eer: float) -> None:
+def finalise(task: CountermeasureTask, train_loader, best_eer: float, settings: TrainSettings) -> None:
     """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it."""
     model, swa_model, run_dir, device = task.model, task.swa_model, task.run_dir, task.device
     weights_dir = run_dir / "weights"
+    distributed.barrier()  # best.pth is written by rank 0
     model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
-    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth"}
+    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth",
+               **settings_summary(settings, task.config["batch_size"])}
     if swa_model is not None and swa_model.n_averaged.item() > 0:
         update_bn_of_trainable(train_loader, swa_model, device)
         swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev")
         swa_eer = metrics_for(task.dev_trials, swa_scores, task.dev_asv)["eer"]
-        torch.save(swa_model.module.state_dict(), weights_dir / "swa.pth")
+        if distributed.is_main():
+            torch.save(swa_model.module.state_dict(), weights_dir / "swa.pth")
         summary.update(swa_dev_eer=swa_eer, swa_n_averaged=swa_model.n_averaged.item())
         tqdm.write(f"SWA over {swa_model.n_averaged.item()} checkpoint(s): dev EER {swa_eer:.3f} %")
         if swa_eer <= best_eer:
             model.load_state_dict(swa_model.module.state_dict())
             summary["final"] = "swa.pth"
-    shutil.copyfile(weights_dir / summary["final"], weights_dir / "final.pth")
+    output_dir = distributed.output_dir(run_dir)
+    if distributed.is_main():
+        shutil.copyfile(weights_dir / summary["final"], weights_dir / "final.pth")
+        if task.skips:
+            task.skips.write(run_dir / "skipped_files.tsv")
     tqdm.write(f"final model (chosen on dev): {summary['final']} -> {weights_dir / 'final.pth'}")
-    if task.skips:
-        task.skips.write(run_dir / "skipped_files.tsv")
     if has_la_eval(task.config) or "emo_dataset" in task.config:
-        evaluate_eval_set(model, task.config, device, run_dir, {"training": summary})
+        evaluate_eval_set(model, task.config, device, output_dir, {"training": summary})
     else:
-        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, seed: int,
-          resume: dict | None) -> None:
+          resume: dict | None, settings: TrainSettings) -> None:
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
     dev_asv = load_asv(config, "dev_asv_score_path", DEV_ASV_SCORES)
     if dev_asv is None:
@@ -130,18 +142,26 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     generator.manual_seed(seed)
     train_set = TrialDataset(la_trials(config["database_path"], "train"),
                              config["model_config"].get("nb_samp", NB_SAMP), "train")
-    train_loader = make_loader(train_set, config["batch_size"], shuffle=True,
-                               num_workers=config.get("num_workers", default_num_workers()),
-                               generator=generator, drop_last=len(train_set) > config["batch_size"])
-    optimizer, scheduler = create_optimizer(parameter_groups(model, config["optim_config"]),
-                                            config["optim_config"], config["num_epochs"] * len(train_loader))
+    train_loader = make_loader(train_set, config["batch_size"], True, config.get("num_workers", default_num_workers()),
+                               seed, distributed.rank(), distributed.world_size(), generator)
+    steps = -(-len(train_loader) // settings.grad_accum_steps) * config["num_epochs"]
+    optimizer, scheduler = create_optimizer(parameter_groups(model, config["optim_config"]), config["optim_config"], steps)
     result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
-                 generator=generator, device=device, skips=skips, mixed_precision=True, resume=resume)
-    finalise(task, train_loader, result.best)
+                 generator=generator, device=device, skips=skips, settings=settings, resume=resume)
+    finalise(task, train_loader, result.best, settings)
 
 
 def run(args: argparse.Namespace) -> None:
-    """``main.py``: train a new run, continue one (``--resume``), or evaluate weights (``--eval``)."""
+    """``main.py``: train a new run, continue one (``--resume``), or evaluate weights (``--eval``);
+    started by torchrun, every process runs this and they train together."""
+    device = distributed.init(select_device(args.device))
+    try:
+        run_on(args, device)
+    finally:
+        distributed.shutdown()
+
+
+def run_on(args: argparse.Namespace, device: torch.device) -> None:
     if args.resume:
         run_dir = Path(args.resume)
         config = load_config(run_dir / "config.conf")
@@ -149,26 +169,30 @@ def run(args: argparse.Namespace) -> None:
         seed = resume.get("seed", args.seed)
     else:
         config, resume, seed = load_config(args.config), None, args.seed
+    apply_overrides(config, args.precision, args.compile)
     check_paths(config, ["eval"] if args.eval else ["train", "dev"])
-    device = select_device(args.device)
-    seed_everything(seed, str_to_bool(config.get("cudnn_deterministic_toggle", True)),
-                    str_to_bool(config.get("cudnn_benchmark_toggle", False)))
+    settings = train_settings(config, device, args.tensorboard)
+    deterministic = str_to_bool(config.get("cudnn_deterministic_toggle", True))
+    benchmark = config.get("cudnn_benchmark_toggle")
+    seed_everything(seed, deterministic, None if benchmark is None else str_to_bool(benchmark))
+    set_tf32(settings.precision)
     # channels_last makes the 2-D convolutions of the encoder 2-4x faster on CPU (measured).
     model = build_model(config["model_config"]).to(device, memory_format=torch.channels_last)
     tqdm.write(f"{config['model_config']['architecture']}: {count_parameters(model):,} parameters "
-               f"({sum(p.numel() for p in trainable_parameters(model)):,} trainable) on {device}")
+               f"({sum(p.numel() for p in trainable_parameters(model)):,} trainable) on {device}, "
+               f"{settings.precision}{', compiled' if settings.compile else ''}"
+               f"{f', {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}")
     resolve_asv_path(config, "asv_score_path", None)
 
     if args.eval:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.on_main(lambda: run_dir.mkdir(parents=True, exist_ok=True))
         load_weights(model, Path(args.eval_model_weights or config["model_path"]), device)
-        evaluate_eval_set(model, config, device, run_dir)
+        evaluate_eval_set(model, config, device, distributed.output_dir(run_dir))
         return
     if not resume:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
-        new_run_dir(run_dir)
+        create_run(run_dir, config)
         if config.get("init_weights"):  # fine-tune: start from these weights (resume restores its own)
             load_weights(model, Path(config["init_weights"]), device)
-        (run_dir / "config.conf").write_text(json.dumps(config, indent=4))
-    train(config, model, run_dir, device, seed, resume)
+    train(config, model, run_dir, device, seed, resume, settings)

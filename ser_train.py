@@ -23,15 +23,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import distributed
+from acceleration import set_tf32
 from checkpoint import load_checkpoint
 from config import ConfigError, check_keys, is_number, read_config, str_to_bool
 from data_utils import SAMPLE_RATE, Batch, SkipReport, Trial, TrialDataset, find_audio_files, make_loader
-from engine import METRICS_CSV, Validation, fit, new_run_dir
+from engine import (CURVES_PNG, METRICS_CSV, TRAINING_KEYS, StepLoss, TrainSettings, Validation, apply_overrides,
+                    create_run, fit, settings_summary, train_settings, validate_training_keys,
+                    weighted_cross_entropy)
 from models.hf_audio import load_hf_audio_model, prepare_waveform, save_with_extractor, tiny_audio_config, waveform_settings
 from scoring import score_windows, torch_forward
 from ser_data import RAVDESS_EMOTIONS, class_names, class_weights, make_splits, read_ravdess
 from ser_egemaps import run_egemaps_rf
-from ser_report import CURVES_PNG, classification_report, plot_curves, print_report, write_report
+from reports import plot_training_curves
+from ser_report import classification_report, print_report, write_report
 from utils import OPTIM_KEYS, create_optimizer, seed_everything, select_device, trainable_parameters
 
 BACKENDS = ("hf", "egemaps_rf")
@@ -39,7 +44,7 @@ COMMON_KEYS = {"backend", "database_path", "split", "train_actors", "dev_actors"
                "test_fraction", "dev_fraction", "emotion_map", "calm", "model_path", "num_workers"}
 HF_KEYS = {"ser_path", "scratch", "batch_size", "num_epochs", "optim_config", "crop_seconds",
            "freeze_feature_encoder", "freeze_layers", "freeze_epochs", "class_weights", "mask_time_prob",
-           "noise_snr_db", "gain_db", "patience"}
+           "noise_snr_db", "gain_db", "patience"} | TRAINING_KEYS
 # Fields of a randomly initialised model built from a config (``models.ser.tiny_audio_config``).
 SCRATCH_KEYS = {"kind", "hidden_size", "layers", "num_attention_heads", "intermediate_size", "conv_dim",
                 "conv_kernel", "conv_stride"}
@@ -103,6 +108,7 @@ def validate_hf_keys(config: dict) -> None:
             raise ConfigError(f"config key 'scratch.kind': expected wav2vec2, hubert or wavlm, got {scratch['kind']!r}")
     # ssl_lr (a second learning rate for models.ssl encoders) has no meaning here: one model, one rate.
     check_keys(config["optim_config"], OPTIM_KEYS - {"ssl_lr"}, "optim_config.")
+    validate_training_keys(config)
     str_to_bool(config.get("freeze_feature_encoder", True), "freeze_feature_encoder")
     for key in ("noise_snr_db", "gain_db"):
         value = config.get(key)
@@ -159,10 +165,10 @@ def augment(wave: torch.Tensor, config: dict) -> torch.Tensor:
     Gain only matters for checkpoints that do not normalise their input (``do_normalize``)."""
     if config.get("gain_db"):
         low, high = config["gain_db"]
-        wave = wave * 10 ** ((low + (high - low) * torch.rand(len(wave), 1)) / 20)
+        wave = wave * 10 ** ((low + (high - low) * torch.rand(len(wave), 1, device=wave.device)) / 20)
     if config.get("noise_snr_db"):
         low, high = config["noise_snr_db"]
-        snr = low + (high - low) * torch.rand(len(wave), 1)
+        snr = low + (high - low) * torch.rand(len(wave), 1, device=wave.device)
         power = wave.pow(2).mean(dim=1, keepdim=True)
         wave = wave + torch.randn_like(wave) * torch.sqrt(power / 10 ** (snr / 10))
     return wave
@@ -181,24 +187,27 @@ def save_model_dir(model: nn.Module, extractor, path: Path) -> None:
 
 
 def clip_probabilities(model: nn.Module, extractor, trials: list[Trial], crop: int, batch_size: int,
-                       num_workers: int, skipped: SkipReport, class_weight: torch.Tensor | None = None
+                       num_workers: int, skipped: SkipReport, class_weight: torch.Tensor | None = None,
+                       precision: str | None = None, compile_model: bool = False
                        ) -> tuple[np.ndarray, list[Trial], float]:
     """Class probabilities of each clip (mean over windows of ``crop`` samples, 50 % overlap),
-    the trials that loaded, and the (class-weighted) cross-entropy of those clip probabilities."""
+    the trials that loaded, and the (class-weighted) cross-entropy of those clip probabilities;
+    scored in ``precision`` (None: the device's default), compiled with ``compile_model``."""
     model.eval()
     device = next(model.parameters()).device
 
-    def logits_of(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return net(input_values=model_input(net, extractor, x)).logits
+    def logits_of(net, x: torch.Tensor) -> torch.Tensor:
+        return net(input_values=model_input(model, extractor, x)).logits
 
-    run = score_windows(trials, torch_forward(model, device, logits_of), crop, "full", crop // 2, batch_size,
-                        num_workers, skipped, desc="evaluate")
+    forward = torch_forward(model, device, logits_of, precision, compile_model)
+    run = score_windows(trials, forward, crop, "full", crop // 2, batch_size, num_workers, skipped, desc="evaluate")
     kept = [t for t in trials if t.utt_id in run.outputs]
     if not kept:
         return np.zeros((0, 0)), kept, float("nan")
     stacked = torch.stack([torch.from_numpy(run.outputs[t.utt_id]).float().softmax(dim=-1).mean(dim=0) for t in kept])
     targets = torch.tensor([t.label for t in kept])
-    loss = F.nll_loss(stacked.clamp_min(1e-12).log(), targets, weight=class_weight).item()
+    weight = None if class_weight is None else class_weight.cpu()
+    loss = F.nll_loss(stacked.clamp_min(1e-12).log(), targets, weight=weight).item()
     return stacked.numpy(), kept, loss
 
 
@@ -213,10 +222,9 @@ class SERTask:
         self.names = class_names(config)
         self.crop = round(config.get("crop_seconds", 3.0) * SAMPLE_RATE)
 
-    def loss(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(input_values=model_input(self.model, self.extractor, augment(batch.x, self.config))).logits
-        weight = None if self.weight is None else self.weight.to(logits.device)
-        return F.cross_entropy(logits, batch.labels.to(logits.device), weight=weight), logits
+    def loss(self, net: nn.Module, batch: Batch) -> StepLoss:
+        logits = net(input_values=model_input(self.model, self.extractor, augment(batch.x, self.config))).logits
+        return weighted_cross_entropy(logits, batch.labels, self.weight)
 
     def start_epoch(self, epoch: int) -> None:
         set_lower_layers_trainable(self.model, self.config.get("freeze_layers", 0),
@@ -225,7 +233,8 @@ class SERTask:
     def validate(self, epoch: int) -> Validation:
         probabilities, kept, dev_loss = clip_probabilities(
             self.model, self.extractor, self.splits["dev"], self.crop, self.config["batch_size"],
-            self.config.get("num_workers", 0), self.skipped, self.weight)
+            self.config.get("num_workers", 0), self.skipped, self.weight, self.config.get("precision"),
+            str_to_bool(self.config.get("compile", False)))
         dev = classification_report([t.label for t in kept], probabilities.argmax(axis=1).tolist(), self.names)
         return Validation({"dev_loss": dev_loss, "dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"]},
                           dev["macro_f1"], f"dev accuracy {100 * dev['accuracy']:.1f} %, dev macro-F1 {dev['macro_f1']:.3f}")
@@ -234,7 +243,8 @@ class SERTask:
         return best is None or value > best
 
     def new_best(self, epoch: int, row: dict) -> None:
-        save_model_dir(self.model, self.extractor, self.run_dir / MODEL_DIR)
+        if distributed.is_main():
+            save_model_dir(self.model, self.extractor, self.run_dir / MODEL_DIR)
 
     def extra_state(self) -> dict:
         return {}
@@ -244,12 +254,12 @@ class SERTask:
 
 
 def train_hf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: int, device: torch.device,
-             resume: dict | None) -> tuple[nn.Module, object]:
+             resume: dict | None, settings: TrainSettings = TrainSettings()) -> tuple[nn.Module, object]:
     """Fine-tune with early stopping on dev macro-F1; the best epoch is saved to ``run_dir/model``
     and returned with the feature extractor. A checkpoint after every epoch makes the run resumable."""
     names = class_names(config)
     if "scratch" in config:  # a randomly initialised model built from a config (no download)
-        start = build_scratch_model(config["scratch"], names, run_dir / "init", seed)
+        start = distributed.on_main(build_scratch_model, config["scratch"], names, run_dir / "init", seed)
     else:
         start = config["ser_path"]
     model, extractor = load_classifier(start, names, mask_time_prob=config.get("mask_time_prob", 0.05))
@@ -260,17 +270,18 @@ def train_hf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: 
     batch_size = config["batch_size"]
     generator = torch.Generator().manual_seed(seed)
     train_loader = make_loader(TrialDataset(splits["train"], crop, "train"), batch_size, True,
-                               config.get("num_workers", 0), generator, drop_last=len(splits["train"]) > batch_size)
-    optimizer, scheduler = create_optimizer(trainable_parameters(model), config["optim_config"],
-                                            config["num_epochs"] * len(train_loader))
-    weight = (class_weights(splits["train"], len(names)) if str_to_bool(config.get("class_weights", True))
-              else None)
+                               config.get("num_workers", 0), seed, distributed.rank(), distributed.world_size(),
+                               generator)
+    steps = -(-len(train_loader) // settings.grad_accum_steps) * config["num_epochs"]
+    optimizer, scheduler = create_optimizer(trainable_parameters(model), config["optim_config"], steps)
+    weight = (class_weights(splits["train"], len(names)).to(device)
+              if str_to_bool(config.get("class_weights", True)) else None)
     skipped = SkipReport(tqdm.write)
     task = SERTask(model, extractor, config, splits, run_dir, weight, skipped)
-    result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
-                 generator=generator, device=device, skips=skipped,
-                 patience=config.get("patience", config["num_epochs"]), resume=resume)
-    plot_curves(result.rows, run_dir / CURVES_PNG)
+    fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
+        generator=generator, device=device, skips=skipped, settings=settings,
+        patience=config.get("patience", config["num_epochs"]), resume=resume)
+    distributed.barrier()  # the best epoch's directory is written by rank 0
     model.load_state_dict(load_classifier(run_dir / MODEL_DIR)[0].state_dict())  # the best dev epoch
     return model, extractor
 
@@ -284,14 +295,16 @@ def report_hf(model: nn.Module, extractor, config: dict, splits: dict[str, list[
     reports, kept_splits = {}, dict(splits)
     for name in ("dev", "test"):
         probabilities, kept, _ = clip_probabilities(model, extractor, splits[name], crop, config["batch_size"],
-                                                    config.get("num_workers", 0), skipped)
+                                                    config.get("num_workers", 0), skipped, None,
+                                                    config.get("precision"), str_to_bool(config.get("compile", False)))
         reports[name] = classification_report([t.label for t in kept], probabilities.argmax(axis=1).tolist(), names)
         kept_splits[name] = kept
     print_report("dev", reports["dev"])
-    return write_report(run_dir, config, kept_splits, reports, extra, skipped)
+    return write_report(distributed.output_dir(run_dir), config, kept_splits, reports, extra, skipped)
 
 
-def predict_folder(folder: Path, model_dir: Path, output: Path, crop_seconds: float, device: torch.device) -> int:
+def predict_folder(folder: Path, model_dir: Path, output: Path, crop_seconds: float, device: torch.device,
+                   precision: str | None = None) -> int:
     """Write ``output`` (TSV: path relative to ``folder``, then the probability of each class);
     unreadable files are warned about and left out. Returns the number of files that failed."""
     files = find_audio_files(folder, "--predict")
@@ -301,7 +314,7 @@ def predict_folder(folder: Path, model_dir: Path, output: Path, crop_seconds: fl
     trials = [Trial(path.as_posix(), folder / path, 0) for path in files]
     skipped = SkipReport(lambda message: print(message, file=sys.stderr))
     probabilities, kept, _ = clip_probabilities(model, extractor, trials, round(crop_seconds * SAMPLE_RATE), 8, 0,
-                                                skipped)
+                                                skipped, None, precision)
     with open(output, "w") as handle:
         handle.write("\t".join(("path", *names)) + "\n")
         for trial, row in zip(kept, probabilities):
@@ -320,13 +333,28 @@ def model_dir_from(args: argparse.Namespace, config: dict) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``train_ser.py``: predict, evaluate, or train (new or resumed); returns the exit code."""
+    """``train_ser.py``: predict, evaluate, or train (new or resumed); returns the exit code.
+    Started by torchrun, the processes train (and evaluate) together."""
+    device = distributed.init(select_device(args.device))
+    try:
+        return run_on(args, device)
+    finally:
+        distributed.shutdown()
+
+
+def run_on(args: argparse.Namespace, device: torch.device) -> int:
     config = load_ser_config(Path(args.resume) / "config.conf" if args.resume else args.config) \
         if (args.config or args.resume) else {}
-    device = select_device(args.device)
+    apply_overrides(config, args.precision, args.compile)
+    if distributed.world_size() > 1 and (args.predict or config.get("backend") == "egemaps_rf"):
+        raise ConfigError("--predict and the egemaps_rf backend run in one process: start them with python, "
+                          "not torchrun")
+    settings = train_settings(config, device, args.tensorboard)
+    set_tf32(settings.precision)
     if args.predict:
         crop = args.crop_seconds or config.get("crop_seconds", 3.0)
-        return int(predict_folder(Path(args.predict), model_dir_from(args, config), Path(args.output), crop, device) > 0)
+        return int(predict_folder(Path(args.predict), model_dir_from(args, config), Path(args.output), crop, device,
+                                  config.get("precision")) > 0)
 
     resume = None
     if args.resume:
@@ -339,8 +367,8 @@ def run(args: argparse.Namespace) -> int:
                + f"; classes: {', '.join(class_names(config))}")
     if not args.resume:
         suffix = ("_eval" if args.eval else "") + (f"_{args.comment}" if args.comment else "")
-        run_dir = new_run_dir(Path(args.output_dir) / f"{Path(args.config).stem}{suffix}")
-        (run_dir / "config.conf").write_text(json.dumps(config, indent=4))
+        run_dir = Path(args.output_dir) / f"{Path(args.config).stem}{suffix}"
+        create_run(run_dir, config)
 
     if config["backend"] == "egemaps_rf":
         run_egemaps_rf(config, splits, run_dir, seed, Path(args.output_dir))
@@ -352,13 +380,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{model_dir} was trained for the classes {', '.join(labels_of(model))}, "
                               f"the config's emotion_map gives {', '.join(class_names(config))}")
         metrics = model_dir.parent / METRICS_CSV
-        if metrics.is_file():  # the model's own training run: redraw its curves beside the report
+        if metrics.is_file() and distributed.is_main():  # the model's own training run: redraw its curves here
             with open(metrics, newline="") as handle:
-                plot_curves(list(csv.DictReader(handle)), run_dir / CURVES_PNG)
+                plot_training_curves(list(csv.DictReader(handle)), run_dir / CURVES_PNG)
         report_hf(model.to(device), extractor, config, splits, run_dir, {"model": str(model_dir)})
         return 0
     started = time.time()
-    model, extractor = train_hf(config, splits, run_dir, seed, device, resume)
+    model, extractor = train_hf(config, splits, run_dir, seed, device, resume, settings)
     report_hf(model, extractor, config, splits, run_dir,
-              {"model": str(run_dir / MODEL_DIR), "training_seconds": round(time.time() - started, 1)})
+              {"model": str(run_dir / MODEL_DIR), "training_seconds": round(time.time() - started, 1),
+               "training": settings_summary(settings, config["batch_size"])})
     return 0

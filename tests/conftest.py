@@ -97,6 +97,12 @@ TINY_MODEL = {
     "filts": [20, [1, 8], [8, 8], [8, 16], [16, 16]], "gat_dims": [16, 16],
     "pool_ratios": [0.5, 0.7, 0.5, 0.5], "temperatures": [2.0, 2.0, 100.0, 100.0],
 }
+# A tiny RawNet2: BatchNorm and no dropout, so two set-ups can be compared step for step.
+TINY_RAWNET2 = {
+    "architecture": "RawNet2Spoof", "nb_samp": 8000, "first_conv": 128, "in_channels": 1,
+    "filts": [20, [20, 20], [20, 32], [32, 32]], "blocks": [2, 4], "nb_fc_node": 32, "gru_node": 32,
+    "nb_gru_layer": 1, "nb_classes": 2,
+}
 # The AASIST keys of the tiny emotion-conditioned models (0.25-s windows).
 TINY_AASIST = {
     "nb_samp": 4000, "first_conv": 32, "filts": [20, [1, 4], [4, 4], [4, 8], [8, 8]], "gat_dims": [8, 8],

@@ -88,12 +88,13 @@ class CountermeasureTask:
 def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch.device) -> None:
     """Re-estimate the SWA model's BatchNorm statistics, except in frozen parts (no trainable
     parameter: a frozen SER branch or AASIST), whose statistics must stay bit-identical;
-    ``update_bn`` alone would reset them. Under torchrun each rank estimates them on its share of
-    the training data and the estimates are averaged, as one process would average its batches."""
+    ``update_bn`` alone would reset them. Under torchrun each rank runs its share of the training
+    data (every rank takes every step); synchronised BatchNorm layers see the global batches, as
+    one process would, and otherwise the ranks' estimates are averaged."""
     frozen = [m for m in swa_model.modules() if isinstance(m, _BatchNorm)
               and not any(p.requires_grad for p in m.parameters())]
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in frozen]
-    update_bn((b.x.to(device) for b in train_loader if b.utt_ids), swa_model, device)
+    update_bn((b.x.to(device) for b in train_loader if distributed.all_ranks(bool(b.utt_ids))), swa_model, device)
     distributed.average_batchnorm_statistics(swa_model)
     for module, state in zip(frozen, saved):
         module.load_state_dict(state)
@@ -108,6 +109,8 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, settings: 
     summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth",
                **settings_summary(settings, task.config["batch_size"])}
     if swa_model is not None and swa_model.n_averaged.item() > 0:
+        if settings.sync_batchnorm:
+            distributed.convert_sync_batchnorm(swa_model, device)
         update_bn_of_trainable(train_loader, swa_model, device)
         swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev")
         swa_eer = metrics_for(task.dev_trials, swa_scores, task.dev_asv)["eer"]
@@ -173,8 +176,8 @@ def run_on(args: argparse.Namespace, device: torch.device) -> None:
     check_paths(config, ["eval"] if args.eval else ["train", "dev"])
     settings = train_settings(config, device, args.tensorboard)
     deterministic = str_to_bool(config.get("cudnn_deterministic_toggle", True))
-    benchmark = config.get("cudnn_benchmark_toggle")
-    seed_everything(seed, deterministic, None if benchmark is None else str_to_bool(benchmark))
+    benchmark = str_to_bool(config.get("cudnn_benchmark_toggle", False))
+    seed_everything(seed, deterministic, benchmark)
     set_tf32(settings.precision)
     # channels_last makes the 2-D convolutions of the encoder 2-4x faster on CPU (measured).
     model = build_model(config["model_config"]).to(device, memory_format=torch.channels_last)

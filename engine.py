@@ -56,8 +56,7 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_wei
                            ) -> StepLoss:
     """Cross-entropy (class-weighted when ``class_weight`` is given) as a :class:`StepLoss`."""
     total = F.cross_entropy(logits.float(), labels, weight=class_weight, reduction="sum")
-    weight = class_weight[labels].sum() if class_weight is not None else torch.tensor(
-        float(len(labels)), device=logits.device)
+    weight = class_weight[labels].sum() if class_weight is not None else total.new_full((), len(labels))
     return StepLoss(total, weight, logits)
 
 

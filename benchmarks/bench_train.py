@@ -73,8 +73,8 @@ def measure(job: dict) -> dict:
     config["swa"] = False  # the SWA copy is updated at new best epochs, never in a step
     device = select_device(job["device"])
     deterministic = str_to_bool(config.get("cudnn_deterministic_toggle", True))
-    benchmark = config.get("cudnn_benchmark_toggle")
-    seed_everything(0, deterministic, None if benchmark is None else str_to_bool(benchmark))
+    benchmark = str_to_bool(config.get("cudnn_benchmark_toggle", False))
+    seed_everything(0, deterministic, benchmark)
     if job["baseline"]:
         settings = TrainSettings(precision="fp32")
     else:

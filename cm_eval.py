@@ -13,9 +13,10 @@ from torch import nn
 from tqdm import tqdm
 
 from cm_config import has_la_eval, load_emotional_set, resolve_asv_path
+from config import ConfigError
 from data_utils import SkipReport, Trial, la_trials
 from metrics import AsvScores, Metrics, evaluate_arrays, read_asv_scores
-from reports import emotion_report, format_emotion_table, format_metrics, plot_emotion_eer
+from reports import emotion_cells, emotion_report, format_emotion_table, format_metrics, plot_emotion_eer
 from scoring import score_trials, write_score_file
 
 EMO_SCORES = "emo_scores.txt"
@@ -86,4 +87,92 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
         tqdm.write(f"{len(skips)} file(s) skipped, listed in {run_dir / 'skipped_files.tsv'}")
     (run_dir / EVAL_REPORT).write_text(json.dumps(report, indent=2))
     tqdm.write(f"report: {run_dir / EVAL_REPORT}")
+    return report
+
+
+ABLATIONS_REPORT = "ablations.json"
+ABLATIONS_PLOT = "ablations_per_emotion.png"
+EMOTION_SETS = {"la_eval": "LA eval", "emotional_set": "emotional set"}
+
+
+def ablation_summary(reports: dict[str, dict]) -> dict:
+    """Per scored set: pooled and per-emotion EER under each ablation, and the change from 'none'."""
+    summary = {}
+    for key, title in EMOTION_SETS.items():
+        if key not in reports["none"]:
+            continue
+        pooled = {name: (report[key].get("pooled", {}).get("eer") if key == "emotional_set" else report[key]["eer"])
+                  for name, report in reports.items()}
+        cells = {name: emotion_cells(report[key]) for name, report in reports.items()}
+        summary[title] = {
+            "pooled": pooled, "per_emotion": cells,
+            "change_vs_none": {name: {emotion: eer - cells["none"][emotion] for emotion, eer in per_emotion.items()
+                                      if emotion in cells["none"]}
+                               for name, per_emotion in cells.items() if name != "none"},
+        }
+    return summary
+
+
+def format_ablations(summary: dict) -> str:
+    lines = []
+    for title, entry in summary.items():
+        names = list(entry["pooled"])
+        lines += [f"{title}: EER % by emotion_ablation (change from 'none' in brackets)",
+                  "  " + "emotion".ljust(10) + "".join(name.rjust(18) for name in names)]
+        emotions = list(entry["per_emotion"]["none"]) + ["pooled"]
+        for emotion in emotions:
+            row = "  " + emotion.ljust(10)
+            for name in names:
+                value = entry["pooled"][name] if emotion == "pooled" else entry["per_emotion"][name].get(emotion)
+                base = entry["pooled"]["none"] if emotion == "pooled" else entry["per_emotion"]["none"].get(emotion)
+                text = "n/a" if value is None else (f"{value:.2f}" if name == "none" else f"{value:.2f} [{value - base:+.2f}]")
+                row += text.rjust(18)
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def plot_ablations(summary: dict, path: Path, title: str) -> None:
+    """One panel per scored set: per-emotion EER under each ablation."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5 * len(summary), 4.0), layout="constrained")
+    for index, (name, entry) in enumerate(summary.items()):
+        axes = figure.add_subplot(1, len(summary), index + 1)
+        emotions = list(entry["per_emotion"]["none"])
+        width = 0.8 / len(entry["per_emotion"])
+        for i, (ablation, cells) in enumerate(entry["per_emotion"].items()):
+            xs = np.arange(len(emotions)) + (i - (len(entry["per_emotion"]) - 1) / 2) * width
+            axes.bar(xs, [cells.get(e, 0.0) for e in emotions], width, label=ablation)
+        axes.set_xticks(np.arange(len(emotions)), emotions)
+        axes.set_ylabel("EER (%)")
+        axes.set_title(f"{title}: {name}")
+        axes.legend(title="emotion_ablation", fontsize=8)
+    figure.savefig(path, dpi=120)
+
+
+def evaluate_ablations(model: nn.Module, config: dict, device: torch.device, run_dir: Path) -> dict:
+    """Evaluate an emotion-conditioned model with ``emotion_ablation`` none, zero and shuffle (each
+    report in ``run_dir/ablations/<name>/``) and report what each ablation changes per emotion. A
+    model that uses the emotion it is given gets worse without it."""
+    if not hasattr(model, "ablation"):
+        raise ConfigError(f"--ablations: {config['model_config']['architecture']} has no emotion input to ablate")
+    names = ["none", "zero", "shuffle"]
+    if config.get("eval_mode", "first") == "full":  # shuffle needs one window per utterance in a batch
+        names.remove("shuffle")
+        tqdm.write("note: --ablations: 'shuffle' needs eval_mode 'first'; evaluating none and zero")
+    configured, reports = model.ablation, {}
+    for name in names:
+        model.ablation, model._last_emotion = name, None
+        folder = run_dir / "ablations" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        tqdm.write(f"emotion_ablation '{name}':")
+        reports[name] = evaluate_eval_set(model, config, device, folder)
+    model.ablation = configured
+    summary = ablation_summary(reports)
+    tqdm.write(format_ablations(summary))
+    (run_dir / ABLATIONS_REPORT).write_text(json.dumps(summary, indent=2))
+    if summary:
+        plot_ablations(summary, run_dir / ABLATIONS_PLOT, config["model_config"]["architecture"])
+    report = {**reports["none"], "ablations": summary}
+    (run_dir / EVAL_REPORT).write_text(json.dumps(report, indent=2))
     return report

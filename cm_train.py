@@ -23,7 +23,7 @@ import distributed
 from acceleration import set_tf32
 from checkpoint import load_checkpoint, load_weights
 from cm_config import DEV_ASV_SCORES, check_paths, has_la_eval, load_config, resolve_asv_path, run_name
-from cm_eval import evaluate_eval_set, load_asv, metrics_for
+from cm_eval import evaluate_ablations, evaluate_eval_set, load_asv, metrics_for
 from config import str_to_bool
 from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, la_trials, make_loader
 from engine import (StepLoss, TrainSettings, Validation, apply_overrides, create_run, fit, settings_summary,
@@ -100,13 +100,13 @@ def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch
         module.load_state_dict(state)
 
 
-def finalise(task: CountermeasureTask, train_loader, best_eer: float, settings: TrainSettings) -> None:
+def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int, settings: TrainSettings) -> None:
     """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it."""
     model, swa_model, run_dir, device = task.model, task.swa_model, task.run_dir, task.device
     weights_dir = run_dir / "weights"
     distributed.barrier()  # best.pth is written by rank 0
     model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
-    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth",
+    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth", "seed": seed,
                **settings_summary(settings, task.config["batch_size"])}
     if swa_model is not None and swa_model.n_averaged.item() > 0:
         if settings.sync_batchnorm:
@@ -151,7 +151,7 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     optimizer, scheduler = create_optimizer(parameter_groups(model, config["optim_config"]), config["optim_config"], steps)
     result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
                  generator=generator, device=device, skips=skips, settings=settings, resume=resume)
-    finalise(task, train_loader, result.best, settings)
+    finalise(task, train_loader, result.best, seed, settings)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -191,7 +191,8 @@ def run_on(args: argparse.Namespace, device: torch.device) -> None:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
         distributed.on_main(lambda: run_dir.mkdir(parents=True, exist_ok=True))
         load_weights(model, Path(args.eval_model_weights or config["model_path"]), device)
-        evaluate_eval_set(model, config, device, distributed.output_dir(run_dir))
+        (evaluate_ablations if args.ablations else evaluate_eval_set)(model, config, device,
+                                                                      distributed.output_dir(run_dir))
         return
     if not resume:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)

@@ -45,15 +45,19 @@ class WeightsEntry:
     name: str
     filename: str
     url: str
-    sha256: str
-    size: int
+    sha256: str | None  # None: not published; recorded at the first download (RECORD_FILE)
+    size: int | None
     config: str
     source: str
+    manual: bool = False  # the url is a page to download from by hand (e.g. a Google Drive folder)
 
 
 # The official AASIST / AASIST-L weights (Jung et al., ICASSP 2022; MIT licence, NAVER Corp.),
-# as published in the reference repository. The emotion-conditioned and SSL models of this
-# project have no published checkpoint with a known hash yet, so they have no entry.
+# as published in the reference repository; AMSDF's M1-M3 (Wu et al., IEEE TIFS 2024; three seeds,
+# trained with 0 = real: models/AMSDF.py converts them), published in a Google Drive folder without
+# checksums; DPHuBERT's pruned HuBERT Base (Peng et al., Interspeech 2023), the SSL encoder of
+# config/AASIST_DPHuBERT.conf, on Hugging Face without a checksum.
+AMSDF_FOLDER = "https://drive.google.com/drive/folders/1XjVZ6K12KdC3Xm2Ri5l8FYpUJf5IlqPa"
 REGISTRY: dict[str, WeightsEntry] = {
     entry.name: entry for entry in (
         WeightsEntry(
@@ -66,8 +70,17 @@ REGISTRY: dict[str, WeightsEntry] = {
             "https://raw.githubusercontent.com/clovaai/aasist/main/models/weights/AASIST-L.pth",
             "814331d088032bb4c3fa61cc014789eadeed464209dd094ab3a2dd6ffbdce27a", 426_428,
             "config/AASIST-L.conf", "clovaai/aasist (MIT)"),
+        *(WeightsEntry(f"AMSDF-{seed}", f"AMSDF_{seed}.pth", AMSDF_FOLDER, None, None, "config/AMSDF.conf",
+                       f"ItzJuny/AMSDF README, checkpoint {seed}.pth", manual=True) for seed in ("M1", "M2", "M3")),
+        WeightsEntry(
+            "DPHuBERT-sp0.75", "DPHuBERT-sp0.75.pth",
+            "https://huggingface.co/pyf98/DPHuBERT/resolve/main/DPHuBERT-sp0.75.pth", None, None,
+            "config/AASIST_DPHuBERT.conf (ssl_path)", "pyf98/DPHuBERT README"),
     )
 }
+# Where the sha256 and size of downloads without a published checksum are recorded (in the
+# download folder), so that later downloads are verified against the first one.
+RECORD_FILE = "RECORDED_SHA256SUMS.json"
 
 
 def entry_for_path(path: str | Path) -> WeightsEntry | None:
@@ -192,9 +205,47 @@ def download_file(url: str, dest: str | Path, sha256: str | None = None, size: i
     return True
 
 
+def _recorded(dest: Path) -> dict:
+    record = dest.parent / RECORD_FILE
+    try:
+        return json.loads(record.read_text()) if record.is_file() else {}
+    except (OSError, ValueError) as err:
+        raise DownloadError(f"{record}: unreadable ({err}); fix or delete it") from None
+
+
+def _record(dest: Path) -> None:
+    """Remember ``dest``'s sha256 and size beside it (trust on first download)."""
+    records = _recorded(dest)
+    records[dest.name] = {"sha256": sha256_of(dest), "size": dest.stat().st_size}
+    tmp = dest.parent / (RECORD_FILE + ".tmp")
+    tmp.write_text(json.dumps(records, indent=2) + "\n")
+    os.replace(tmp, dest.parent / RECORD_FILE)
+
+
 def fetch_weights(entry: WeightsEntry, dest: Path, progress: bool = True) -> bool:
-    """Download one registry entry to ``dest`` (sha256-verified); True if it was downloaded."""
-    return download_file(entry.url, dest, entry.sha256, entry.size, progress=progress)
+    """Download one registry entry to ``dest``, verified; True if it was downloaded.
+
+    An entry without a published checksum is verified against the sha256 and size recorded in
+    ``RECORD_FILE`` at its first download (or first use of a copy saved by hand), and recorded
+    then. A ``manual`` entry cannot be fetched over plain HTTP: without a copy at ``dest`` the
+    error says where to download it by hand."""
+    sha256, size = entry.sha256, entry.size
+    if sha256 is None:
+        known = _recorded(dest).get(dest.name, {})
+        sha256, size = known.get("sha256"), known.get("size")
+    if entry.manual and not dest.is_file():
+        raise DownloadError(f"{entry.name} is published at {entry.url} for download by hand: save "
+                            f"{entry.source.rsplit(' ', 1)[-1]} from there as {dest} and run the command again")
+    if entry.manual:
+        if sha256 is not None and not _is_complete(dest, sha256, size):
+            raise DownloadError(f"{dest}: sha256 or size differ from those recorded at its first use in "
+                                f"{dest.parent / RECORD_FILE}; replace the file or delete the record")
+        downloaded = False
+    else:
+        downloaded = download_file(entry.url, dest, sha256, size, progress=progress)
+    if entry.sha256 is None and sha256 is None:
+        _record(dest)
+    return downloaded
 
 
 MARKER = ".emospoof-complete"

@@ -71,7 +71,9 @@ class Validation:
 
 
 class Task(Protocol):
-    """What a recipe tells :func:`fit`."""
+    """What a recipe tells :func:`fit`. ``model`` is trained and checkpointed; a task whose loss
+    needs more than ``model.forward`` may also have ``train_module``, a module owning the same
+    parameters whose forward does all of it: the module a step runs (and DDP wraps)."""
 
     model: nn.Module
 
@@ -256,12 +258,13 @@ class Trainer:
         """(Re)build the running model when the trainable parameters changed (a recipe may
         unfreeze layers): DDP only synchronises the parameters that were trainable when it
         was built."""
-        trainable = tuple(id(p) for p in self.task.model.parameters() if p.requires_grad)
+        module = getattr(self.task, "train_module", self.task.model)
+        trainable = tuple(id(p) for p in module.parameters() if p.requires_grad)
         if self.net is not None and trainable == self._trainable:
             return
         self._trainable = trainable
-        self.net = distributed.wrap(self.task.model, self.device)
-        self._ddp = self.net if self.net is not self.task.model else None
+        self.net = distributed.wrap(module, self.device)
+        self._ddp = self.net if self.net is not module else None
         if self.settings.compile:
             self.net = torch.compile(self.net)
 

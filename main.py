@@ -2,6 +2,7 @@
 
     python main.py --config config/AASIST.conf            # train
     python main.py --config config/AASIST.conf --eval     # evaluate model_path on LA eval
+    python main.py --config config/AASIST_FiLM_devkit.conf --eval --ablations   # with the emotion ablated
     python main.py --resume exp_result/LA_AASIST_ep100_bs24   # continue an interrupted run
     torchrun --standalone --nproc_per_node 4 main.py --config config/AASIST.conf   # 4 GPUs (DDP)
 """
@@ -22,6 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--eval", action="store_true", help="evaluate the weights at model_path on LA eval")
     parser.add_argument("--eval_model_weights", help="weights to evaluate instead of model_path")
+    parser.add_argument("--ablations", action="store_true",
+                        help="with --eval: evaluate an emotion model with emotion_ablation none, zero and shuffle")
     parser.add_argument("--comment", help="suffix of the run folder name")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
@@ -29,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("--config is required (or --resume RUN_DIR)")
+    if args.ablations and not args.eval:
+        parser.error("--ablations goes with --eval")
     return args
 
 

@@ -11,6 +11,30 @@ import numpy.typing as npt
 
 from metrics import BONAFIDE, Metrics, as_scores, compute_eer, eer_bootstrap_ci
 
+# Arousal of the emotions the sets label (Russell's circumplex model of affect, J. Pers. Soc.
+# Psychol. 1980): high-arousal speech is the speech countermeasures miss most.
+HIGH_AROUSAL = ("angry", "happy", "surprised", "fearful", "disgust")
+LOW_AROUSAL = ("neutral", "calm", "sad")
+
+
+def emotion_cells(section: dict) -> dict[str, float]:
+    """Emotion -> EER (percent) of a report section's scorable ``per_emotion`` cells."""
+    return {emotion: cell["eer"] for emotion, cell in section.get("per_emotion", {}).items() if cell.get("eer") is not None}
+
+
+def worst_emotion(per_emotion: dict[str, float]) -> tuple[str, float]:
+    """The emotion with the highest EER, and that EER (``per_emotion``: emotion -> EER)."""
+    emotion = max(per_emotion, key=per_emotion.get)
+    return emotion, per_emotion[emotion]
+
+
+def arousal_gap(per_emotion: dict[str, float]) -> float | None:
+    """Mean EER of the high-arousal emotions minus mean EER of the low-arousal ones (percentage
+    points); None when either group has no emotion in ``per_emotion``."""
+    high = [eer for emotion, eer in per_emotion.items() if emotion in HIGH_AROUSAL]
+    low = [eer for emotion, eer in per_emotion.items() if emotion in LOW_AROUSAL]
+    return float(np.mean(high) - np.mean(low)) if high and low else None
+
 
 def format_metrics(title: str, metrics: Metrics, digits: int = 3, tdcf_digits: int = 5) -> str:
     """EER (percent, ``digits`` decimals), min t-DCF, trial counts and the EER of each attack."""

@@ -1,9 +1,13 @@
-"""The eGeMAPS + random-forest SER baseline: the 88 eGeMAPS v02 functionals (Eyben et al., IEEE
-TAC 2016) from openSMILE, cached per file, classified by a random forest (scikit-learn).
+"""The eGeMAPS SER baselines: the 88 eGeMAPS v02 functionals (Eyben et al., IEEE TAC 2016) from
+openSMILE, cached per file, classified by a random forest or by a linear probe (multinomial
+logistic regression on standardised functionals; scikit-learn). The probe's run writes
+``model/egemaps_ser.json`` (the training actors' means and standard deviations and the probe),
+which the emotion branch loads as its parameter-free ``egemaps`` backend.
 """
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -11,9 +15,12 @@ import numpy as np
 from tqdm import tqdm
 
 from config import str_to_bool
-from data_utils import SAMPLE_RATE, AudioError, SkipReport, Trial, load_audio
+from data_utils import AudioError, SkipReport, Trial, load_audio
+from models.ser import EGEMAPS_SET, egemaps_feature_names, egemaps_functionals
 from ser_data import class_names
 from ser_report import classification_report, print_report, write_report
+
+EGEMAPS_FILE = "egemaps_ser.json"
 
 
 def egemaps_features(trials: list[Trial], cache: Path, skipped: SkipReport) -> dict[str, np.ndarray]:
@@ -22,11 +29,7 @@ def egemaps_features(trials: list[Trial], cache: Path, skipped: SkipReport) -> d
     Rows of ``cache`` (CSV: path, size, mtime_ns, features) are reused while the file's size and
     modification time are unchanged; new or changed files are extracted and the cache rewritten.
     """
-    import opensmile
-
-    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                            feature_level=opensmile.FeatureLevel.Functionals)
-    columns = list(smile.feature_names)
+    columns = egemaps_feature_names()
     cached: dict[str, tuple[str, str, np.ndarray]] = {}
     if cache.is_file():
         with open(cache, newline="") as handle:
@@ -49,7 +52,7 @@ def egemaps_features(trials: list[Trial], cache: Path, skipped: SkipReport) -> d
         except AudioError as err:
             skipped.add([(key, err.reason)])
             continue
-        features[key] = smile.process_signal(audio, SAMPLE_RATE).to_numpy()[0].astype(np.float64)
+        features[key] = egemaps_functionals(audio)
         cached[key] = (*stamp, features[key])
         fresh += 1
     if fresh:
@@ -63,30 +66,72 @@ def egemaps_features(trials: list[Trial], cache: Path, skipped: SkipReport) -> d
     return features
 
 
-def run_egemaps_rf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: int,
-                   output_dir: Path) -> dict:
-    """Fit the random forest on the train split and report dev and test (a fit takes seconds, so
-    training and evaluation are one step)."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    started = time.time()
-    skipped = SkipReport(tqdm.write)
+def feature_splits(config: dict, splits: dict[str, list[Trial]], output_dir: Path, skipped: SkipReport
+                   ) -> tuple[dict[str, np.ndarray], dict[str, list[Trial]], Path]:
+    """Per split, the functionals (clips x 88) and labels-bearing trials of the clips that loaded."""
     cache = Path(config.get("feature_cache", output_dir / "egemaps_features.csv"))
     features = egemaps_features([t for split in splits.values() for t in split], cache, skipped)
     kept = {name: [t for t in trials if str(t.path) in features] for name, trials in splits.items()}
+    return {name: np.stack([features[str(t.path)] for t in trials]) for name, trials in kept.items()}, kept, cache
 
-    def matrix(trials: list[Trial]) -> np.ndarray:
-        return np.stack([features[str(t.path)] for t in trials])
 
-    forest = RandomForestClassifier(
-        n_estimators=config.get("n_estimators", 500), min_samples_leaf=config.get("min_samples_leaf", 1),
-        class_weight="balanced" if str_to_bool(config.get("class_weights", True)) else None,
-        random_state=seed, n_jobs=1)
-    forest.fit(matrix(kept["train"]), [t.label for t in kept["train"]])
+def fit_and_report(config: dict, splits: dict[str, list[Trial]], run_dir: Path, output_dir: Path,
+                   fit_predict) -> tuple[dict, object]:
+    """Features, ``fit_predict(x_train, y_train) -> (predict, fitted)``, dev and test reports (a fit
+    takes seconds, so training and evaluation are one step)."""
+    started = time.time()
+    skipped = SkipReport(tqdm.write)
+    matrices, kept, cache = feature_splits(config, splits, output_dir, skipped)
+    predict, fitted = fit_predict(matrices["train"], [t.label for t in kept["train"]])
     names = class_names(config)
-    reports = {name: classification_report([t.label for t in kept[name]],
-                                           forest.predict(matrix(kept[name])).tolist(), names)
+    reports = {name: classification_report([t.label for t in kept[name]], predict(matrices[name]).tolist(), names)
                for name in ("dev", "test")}
     print_report("dev", reports["dev"])
     return write_report(run_dir, config, kept, reports, {"seconds": round(time.time() - started, 1),
-                                                         "feature_cache": str(cache)}, skipped)
+                                                         "feature_cache": str(cache)}, skipped), fitted
+
+
+def run_egemaps_rf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: int,
+                   output_dir: Path) -> dict:
+    """Fit the random forest on the train split and report dev and test."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    def fit_predict(x: np.ndarray, y: list[int]):
+        forest = RandomForestClassifier(
+            n_estimators=config.get("n_estimators", 500), min_samples_leaf=config.get("min_samples_leaf", 1),
+            class_weight="balanced" if str_to_bool(config.get("class_weights", True)) else None,
+            random_state=seed, n_jobs=1).fit(x, y)
+        return forest.predict, forest
+
+    return fit_and_report(config, splits, run_dir, output_dir, fit_predict)[0]
+
+
+def run_egemaps_linear(config: dict, splits: dict[str, list[Trial]], run_dir: Path, output_dir: Path) -> dict:
+    """Standardise the functionals with the training clips' statistics, fit the linear probe, report
+    dev and test, and write ``run_dir/model/egemaps_ser.json`` for the emotion branch."""
+    from sklearn.linear_model import LogisticRegression
+
+    def fit_predict(x: np.ndarray, y: list[int]):
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        std = np.where(std > 0, std, 1.0)  # a constant functional carries nothing; keep it at zero
+        probe = LogisticRegression(C=config.get("C", 1.0), max_iter=5000,
+                                   class_weight="balanced" if str_to_bool(config.get("class_weights", True)) else None)
+        probe.fit((x - mean) / std, y)
+        return (lambda features: probe.predict((features - mean) / std)), (mean, std, probe)
+
+    report, (mean, std, probe) = fit_and_report(config, splits, run_dir, output_dir, fit_predict)
+    names = class_names(config)
+    weight = np.zeros((len(names), mean.size))
+    bias = np.full(len(names), -1e4)  # a class absent from training is never predicted
+    weight[probe.classes_], bias[probe.classes_] = probe.coef_, probe.intercept_
+    if len(probe.classes_) == 2:  # scikit-learn keeps one row for two classes: class 1 vs class 0
+        weight[probe.classes_] = np.stack([-probe.coef_[0] / 2, probe.coef_[0] / 2])
+        bias[probe.classes_] = [-probe.intercept_[0] / 2, probe.intercept_[0] / 2]
+    model_dir = run_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    stats = {"feature_set": EGEMAPS_SET, "features": egemaps_feature_names(), "mean": mean.tolist(),
+             "std": std.tolist(), "actors": report["actors"]["train"],
+             "probe": {"labels": list(names), "weight": weight.tolist(), "bias": bias.tolist(), "C": probe.C}}
+    (model_dir / EGEMAPS_FILE).write_text(json.dumps(stats) + "\n")
+    tqdm.write(f"eGeMAPS statistics and probe for the emotion branch: {model_dir / EGEMAPS_FILE}")
+    return report

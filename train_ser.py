@@ -2,12 +2,15 @@
 
     python train_ser.py --config config/SER_wav2vec2.conf          # fine-tune a wav2vec 2.0-family model
     python train_ser.py --config config/SER_wav2vec2.conf --eval   # report model_path on the test split
+    python train_ser.py --config config/SER_acrnn.conf             # train the ACRNN (AMSDF's emotion encoder)
     python train_ser.py --config config/SER_egemaps_rf.conf        # eGeMAPS + random-forest baseline
+    python train_ser.py --config config/SER_egemaps_linear.conf    # eGeMAPS + linear probe (the egemaps backend)
     python train_ser.py --resume exp_result/SER_wav2vec2           # continue an interrupted run
     python train_ser.py --predict my_audio/ --model DIR            # per-file emotion probabilities (TSV)
 
 The corpus is RAVDESS speech (``ser_data``), split by actor by default; the recipes are in
-``ser_train`` (fine-tuning) and ``ser_egemaps`` (baseline); docs/emotion.md has the details.
+``ser_train`` (wav2vec 2.0 / ACRNN training) and ``ser_egemaps`` (eGeMAPS baselines); the keys in
+``ser_config``; docs/emotion.md has the details.
 """
 from __future__ import annotations
 

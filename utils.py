@@ -56,12 +56,12 @@ def seed_everything(seed: int, deterministic: bool = True, benchmark: bool = Fal
 
 
 def create_optimizer(parameters, optim_config: dict, total_steps: int):
-    """Adam (or SGD) with a per-step cosine decay from ``base_lr`` to ``lr_min``, as in AASIST.
+    """Adam (AdamW, SGD) with a per-step cosine decay from ``base_lr`` to ``lr_min``, as in AASIST.
     ``parameters``: a list of parameters or of parameter groups (:func:`parameter_groups`)."""
     base_lr = optim_config["base_lr"]
     name = optim_config.get("optimizer", "adam").lower()
-    if name == "adam":
-        optimizer = torch.optim.Adam(
+    if name in ("adam", "adamw"):  # AdamW: decoupled weight decay (Rawformer's recipe)
+        optimizer = (torch.optim.Adam if name == "adam" else torch.optim.AdamW)(
             parameters, lr=base_lr, betas=tuple(optim_config.get("betas", (0.9, 0.999))),
             weight_decay=optim_config.get("weight_decay", 0.0),
             amsgrad=str_to_bool(optim_config.get("amsgrad", False), "optim_config.amsgrad"))
@@ -71,7 +71,7 @@ def create_optimizer(parameters, optim_config: dict, total_steps: int):
             weight_decay=optim_config.get("weight_decay", 0.0),
             nesterov=str_to_bool(optim_config.get("nesterov", False), "optim_config.nesterov"))
     else:
-        raise ConfigError(f"optim_config.optimizer: unknown optimizer {name!r} (adam, sgd)")
+        raise ConfigError(f"optim_config.optimizer: unknown optimizer {name!r} (adam, adamw, sgd)")
 
     scheduler_name = optim_config.get("scheduler", "cosine")
     if scheduler_name == "cosine":

@@ -35,13 +35,18 @@ class Model(nn.Module):
     ``forward`` returns ``(last_hidden, logits)``; logit index 1 is bona fide.
     """
 
+    # Graph-node features per encoder channel (SEMAA's nodes carry a mean and a standard deviation).
+    NODE_WIDTH = 1
+    # Width of the readout in units of gat_dims[1] (AASIST: max and mean of two node sets, master).
+    READOUT_UNITS = 5
+
     def __init__(self, d_args: dict) -> None:
         super().__init__()
         filts = d_args["filts"]
         gat_dims = d_args["gat_dims"]
         pool_ratios = d_args["pool_ratios"]
         temperatures = d_args["temperatures"]
-        encoder_dim = filts[-1][-1]
+        node_dim = self.NODE_WIDTH * filts[-1][-1]
 
         self.build_front_end(d_args)
         self.first_bn = nn.BatchNorm2d(1)
@@ -49,12 +54,12 @@ class Model(nn.Module):
         self.drop_way = nn.Dropout(0.2)
 
         # 23 spectral nodes: the sinc filters after the (3, 3) max-pool of the front end.
-        self.pos_S = nn.Parameter(torch.randn(1, (filts[0] - 3) // 3 + 1, encoder_dim))
+        self.pos_S = nn.Parameter(torch.randn(1, (filts[0] - 3) // 3 + 1, node_dim))
         self.master1 = nn.Parameter(torch.randn(1, 1, gat_dims[0]))
         self.master2 = nn.Parameter(torch.randn(1, 1, gat_dims[0]))
 
-        self.GAT_layer_S = GraphAttentionLayer(encoder_dim, gat_dims[0], temperature=temperatures[0])
-        self.GAT_layer_T = GraphAttentionLayer(encoder_dim, gat_dims[0], temperature=temperatures[1])
+        self.GAT_layer_S = GraphAttentionLayer(node_dim, gat_dims[0], temperature=temperatures[0])
+        self.GAT_layer_T = GraphAttentionLayer(node_dim, gat_dims[0], temperature=temperatures[1])
         self.HtrgGAT_layer_ST11 = HtrgGraphAttentionLayer(gat_dims[0], gat_dims[1], temperature=temperatures[2])
         self.HtrgGAT_layer_ST12 = HtrgGraphAttentionLayer(gat_dims[1], gat_dims[1], temperature=temperatures[2])
         self.HtrgGAT_layer_ST21 = HtrgGraphAttentionLayer(gat_dims[0], gat_dims[1], temperature=temperatures[2])
@@ -68,7 +73,7 @@ class Model(nn.Module):
         self.pool_hS2 = GraphPool(pool_ratios[2], gat_dims[1], 0.3)
         self.pool_hT2 = GraphPool(pool_ratios[2], gat_dims[1], 0.3)
 
-        self.out_layer = nn.Linear(5 * gat_dims[1], 2)
+        self.out_layer = nn.Linear(self.READOUT_UNITS * gat_dims[1], 2)
 
     def build_front_end(self, d_args: dict) -> None:
         """The sinc layer and the residual encoder; models with another front end override this."""
@@ -106,13 +111,17 @@ class Model(nn.Module):
             nodes_t, nodes_s = on_nodes(nodes_t, nodes_s)
         return self.graph_readout_from_nodes(nodes_t, nodes_s)
 
-    def graph_readout_from_nodes(self, nodes_t: torch.Tensor, nodes_s: torch.Tensor) -> torch.Tensor:
-        """Pooled temporal/spectral graph nodes -> utterance embedding via the two HS-GAL branches."""
+    def hs_gal_branches(self, nodes_t: torch.Tensor, nodes_s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The two HS-GAL branches after dropout: (t1, t2, s1, s2, master1, master2)."""
         t1, s1, m1 = hs_gal_branch(self.HtrgGAT_layer_ST11, self.HtrgGAT_layer_ST12,
                                    self.pool_hS1, self.pool_hT1, nodes_t, nodes_s, self.master1)
         t2, s2, m2 = hs_gal_branch(self.HtrgGAT_layer_ST21, self.HtrgGAT_layer_ST22,
                                    self.pool_hS2, self.pool_hT2, nodes_t, nodes_s, self.master2)
-        t1, t2, s1, s2, m1, m2 = (self.drop_way(n) for n in (t1, t2, s1, s2, m1, m2))
+        return tuple(self.drop_way(n) for n in (t1, t2, s1, s2, m1, m2))
+
+    def graph_readout_from_nodes(self, nodes_t: torch.Tensor, nodes_s: torch.Tensor) -> torch.Tensor:
+        """Pooled temporal/spectral graph nodes -> utterance embedding via the two HS-GAL branches."""
+        t1, t2, s1, s2, m1, m2 = self.hs_gal_branches(nodes_t, nodes_s)
         return graph_readout(torch.maximum(t1, t2), torch.maximum(s1, s2), torch.maximum(m1, m2))
 
     def classify(self, hidden: torch.Tensor) -> torch.Tensor:

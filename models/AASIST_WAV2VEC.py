@@ -17,6 +17,12 @@ Everything but the front end and the attention pooling is inherited from ``model
 module names follow the reference code (``LL``, ``first_bn1``, ``attention``). AASIST's frequency
 augmentation masks sinc bands, which this model does not have, so ``freq_aug`` has no effect here.
 
+``back_end`` selects what follows the SSL front end: ``"AASIST"`` (above, the default) or
+``"SEMAA"`` (``models/SEMAA.py``: attentive statistics pooling and the self-attentive readout,
+straight on the encoder output, as the AntiSpoof hackathon's ``ModelWithSEMAA`` does; names
+``attention_asp`` and ``attention`` as there). The SSL model may be any :class:`models.ssl.SSLEncoder`
+source, DPHuBERT's pruned HuBERT included (``config/AASIST_DPHuBERT.conf``).
+
 The published fine-tuned checkpoints of the reference code (e.g. ``LA_model.pth``) load strictly
 through :meth:`Model.convert_state_dict`: their back end already has this model's names, their SSL
 part is a fairseq ``Wav2Vec2Model`` (renamed with ``models.ssl``'s fairseq mapping), and keys may
@@ -33,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import ConfigError
-from models import AASIST
-from models.blocks import build_encoder
+from models import AASIST, SEMAA
+from models.blocks import attention_map_layers, build_encoder
 from models.ssl import (
     FAIRSEQ_RENAMES,
     SSL_CONFIG_KEYS,
@@ -43,7 +49,8 @@ from models.ssl import (
     validate_ssl_config,
 )
 
-CONFIG_KEYS = (AASIST.CONFIG_KEYS - {"first_conv"}) | SSL_CONFIG_KEYS
+CONFIG_KEYS = (AASIST.CONFIG_KEYS - {"first_conv"}) | SSL_CONFIG_KEYS | {"back_end"}
+BACK_ENDS = ("AASIST", "SEMAA")
 # Where the SSL model's weights sit in the state dict, here and in the reference code alike.
 SSL_PREFIX = "ssl_model.model."
 
@@ -51,19 +58,13 @@ SSL_PREFIX = "ssl_model.model."
 def validate_model_config(model_config: dict) -> None:
     """Config-time checks of the SSL keys (nothing is loaded); the paper fine-tunes the SSL model."""
     validate_ssl_config(model_config, freeze_default=False)
+    if model_config.get("back_end", "AASIST") not in BACK_ENDS:
+        raise ConfigError(f"model_config.back_end: expected one of {', '.join(BACK_ENDS)}, "
+                          f"got {model_config['back_end']!r}")
 
 
-class Model(AASIST.Model):
-    """SSL front end + AASIST back end; ``forward`` returns ``(last_hidden, logits)``, logit 1 =
-    bona fide. ``freeze_ssl`` defaults to false: the paper fine-tunes the SSL model."""
-
-    def __init__(self, d_args: dict) -> None:
-        super().__init__(d_args)
-        channels = d_args["filts"][-1][-1]
-        self.first_bn1 = nn.BatchNorm2d(channels)
-        self.attention = nn.Sequential(
-            nn.Conv2d(channels, 2 * channels, kernel_size=1), nn.SELU(inplace=True),
-            nn.BatchNorm2d(2 * channels), nn.Conv2d(2 * channels, channels, kernel_size=1))
+class SSLFrontEnd:
+    """The SSL front end in place of the sinc layer (mixed into an AASIST-family back end)."""
 
     def build_front_end(self, d_args: dict) -> None:
         """The SSL model and its projection in place of the sinc layer; the encoder without max-pooling."""
@@ -75,18 +76,6 @@ class Model(AASIST.Model):
         """Waveform (batch, samples) -> map (batch, 1, filts[0] / 3, SSL frames / 3)."""
         features = self.LL(self.ssl_model(x)).transpose(1, 2).unsqueeze(1)
         return F.selu(self.first_bn(F.max_pool2d(features, (3, 3))))
-
-    def graph_embedding(self, e: torch.Tensor, on_nodes: AASIST.NodeHook | None = None) -> torch.Tensor:
-        """Encoder output -> utterance embedding, with attention pooling in place of AASIST's max."""
-        e = F.selu(self.first_bn1(e))
-        weights = self.attention(e)
-        nodes_s = (e * torch.softmax(weights, dim=-1)).sum(dim=-1).transpose(1, 2) + self.pos_S
-        nodes_s = self.pool_S(self.GAT_layer_S(nodes_s))
-        nodes_t = (e * torch.softmax(weights, dim=-2)).sum(dim=-2).transpose(1, 2)
-        nodes_t = self.pool_T(self.GAT_layer_T(nodes_t))
-        if on_nodes is not None:
-            nodes_t, nodes_s = on_nodes(nodes_t, nodes_s)
-        return self.graph_readout_from_nodes(nodes_t, nodes_s)
 
     def convert_state_dict(self, state: dict) -> dict:
         """A checkpoint of the reference code (fairseq SSL names, perhaps ``module.``-prefixed) ->
@@ -111,3 +100,35 @@ class Model(AASIST.Model):
                               f"facebook/wav2vec2-xls-r-300m for Tak et al.'s XLS-R checkpoints")
         back_end = {key: value for key, value in state.items() if not key.startswith(SSL_PREFIX)}
         return back_end | {SSL_PREFIX + key: value for key, value in ssl_state.items()}
+
+
+class AASISTBackEnd(SSLFrontEnd, AASIST.Model):
+    """SSL front end + AASIST back end with attention pooling (Tak et al.)."""
+
+    def __init__(self, d_args: dict) -> None:
+        super().__init__(d_args)
+        channels = d_args["filts"][-1][-1]
+        self.first_bn1 = nn.BatchNorm2d(channels)
+        self.attention = attention_map_layers(channels)
+
+    def graph_embedding(self, e: torch.Tensor, on_nodes: AASIST.NodeHook | None = None) -> torch.Tensor:
+        """Encoder output -> utterance embedding, with attention pooling in place of AASIST's max."""
+        e = F.selu(self.first_bn1(e))
+        weights = self.attention(e)
+        nodes_s = (e * torch.softmax(weights, dim=-1)).sum(dim=-1).transpose(1, 2) + self.pos_S
+        nodes_s = self.pool_S(self.GAT_layer_S(nodes_s))
+        nodes_t = (e * torch.softmax(weights, dim=-2)).sum(dim=-2).transpose(1, 2)
+        nodes_t = self.pool_T(self.GAT_layer_T(nodes_t))
+        if on_nodes is not None:
+            nodes_t, nodes_s = on_nodes(nodes_t, nodes_s)
+        return self.graph_readout_from_nodes(nodes_t, nodes_s)
+
+
+class SEMAABackEnd(SSLFrontEnd, SEMAA.Model):
+    """SSL front end + SEMAA back end: attentive statistics on the encoder output, self-attentive readout."""
+
+
+def Model(d_args: dict) -> AASIST.Model:
+    """The model ``back_end`` names; ``forward`` returns ``(last_hidden, logits)``, logit 1 = bona
+    fide. ``freeze_ssl`` defaults to false: the paper fine-tunes the SSL model."""
+    return (SEMAABackEnd if d_args.get("back_end", "AASIST") == "SEMAA" else AASISTBackEnd)(d_args)

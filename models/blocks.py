@@ -248,3 +248,48 @@ def graph_readout(nodes_t: torch.Tensor, nodes_s: torch.Tensor, master: torch.Te
         nodes_s.mean(dim=1),
         master.squeeze(1),
     ], dim=1)
+
+
+def attention_map_layers(channels: int) -> nn.Sequential:
+    """The 1x1-convolution attention map over an encoder output (conv, SELU, BatchNorm, conv) that
+    SSL + AASIST (Tak et al., Odyssey 2022) and SEMAA use to pool it into graph nodes."""
+    return nn.Sequential(
+        nn.Conv2d(channels, 2 * channels, kernel_size=1), nn.SELU(inplace=True),
+        nn.BatchNorm2d(2 * channels), nn.Conv2d(2 * channels, channels, kernel_size=1))
+
+
+def _attentive_statistics(e: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
+    """|weighted mean, weighted standard deviation| of ``e`` along ``dim``, joined on the channels:
+    (batch, channels, a, b) -> (batch, remaining axis, 2 * channels)."""
+    weights = torch.softmax(weights, dim=dim)
+    mean = (e * weights).sum(dim=dim)
+    std = ((e * e * weights).sum(dim=dim) - mean * mean).clamp(min=1e-4).sqrt()
+    return torch.cat([mean, std], dim=1).abs().transpose(1, 2)
+
+
+def attentive_statistics_nodes(e: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SEMAA's attentive statistics pooling of an encoder output (batch, C, spectral, temporal)
+    with attention logits of the same shape: (spectral nodes (batch, spectral, 2C), temporal nodes
+    (batch, temporal, 2C)), each node the attention-weighted mean and standard deviation over the
+    other axis."""
+    return _attentive_statistics(e, weights, 3), _attentive_statistics(e, weights, 2)
+
+
+class SelfAttentionPooling(nn.Module):
+    """SEMAA's readout of a node set: a learned vector scores each node (tanh, softmax over nodes);
+    the output is the sum and the standard deviation of the weighted nodes (2 * dim values).
+
+    The reference adds noise of standard deviation 1e-5 to the weighted nodes before the standard
+    deviation, at every call; here only in training, so that scores are deterministic.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.att_weights = nn.Parameter(torch.empty(1, dim))
+        nn.init.kaiming_uniform_(self.att_weights)
+
+    def forward(self, nodes: torch.Tensor) -> torch.Tensor:
+        attention = torch.softmax(torch.tanh(nodes @ self.att_weights.t()), dim=1)
+        weighted = nodes * attention
+        noisy = weighted + 1e-5 * torch.randn_like(weighted) if self.training else weighted
+        return torch.cat([weighted.sum(dim=1), noisy.std(dim=1)], dim=1)

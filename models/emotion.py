@@ -65,3 +65,18 @@ class EmotionConditionedModel(KeepsFrozen):
                 raise ValueError("emotion_ablation 'shuffle' needs at least two utterances in the first batch")
             return previous[:1]
         return e
+
+    def emotion_posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """The SER's emotion probabilities of each waveform, after the configured ablation: ``zero``
+        gives the uniform distribution (no emotion information), ``shuffle`` the batch neighbour's."""
+        p = self.ser.posterior(x)
+        if self.ablation == "zero":
+            return torch.full_like(p, 1 / p.size(-1))
+        if self.ablation == "shuffle":
+            previous, self._last_emotion = self._last_emotion, p.detach()
+            if len(p) > 1:
+                return p.roll(1, dims=0)
+            if previous is None:
+                raise ValueError("emotion_ablation 'shuffle' needs at least two utterances in the first batch")
+            return previous[:1]
+        return p

@@ -17,7 +17,7 @@ from config import ConfigError, check_keys
 
 MODELS_DIR = Path(__file__).resolve().parent
 # Modules of models/ that are shared code, not architectures.
-NOT_ARCHITECTURES = {"__init__", "blocks", "emotion", "frozen", "fused", "hf_audio", "registry", "ser", "ssl"}
+NOT_ARCHITECTURES = {"__init__", "blocks", "dphubert", "emotion", "frozen", "fused", "hf_audio", "registry", "ser", "ssl"}
 
 
 def architectures() -> list[str]:

@@ -2,8 +2,9 @@
 WavLM, shared by AASIST_WAV2VEC (Tak et al., "Automatic speaker verification spoofing and deepfake
 detection using wav2vec 2.0 and data augmentation", Odyssey 2022) and AMSDF's "text" view.
 
-``ssl_path`` is a Hugging Face hub id or local directory (loaded with transformers), or a
-fairseq wav2vec 2.0 pre-training checkpoint file (``*.pt``, e.g. the public ``xlsr2_300m.pt``).
+``ssl_path`` is a Hugging Face hub id or local directory (loaded with transformers), a
+fairseq wav2vec 2.0 pre-training checkpoint file (``*.pt``, e.g. the public ``xlsr2_300m.pt``),
+or a torchaudio-layout pruned encoder (``*.pth``, e.g. ``DPHuBERT-sp0.75.pth``; ``models/dphubert.py``).
 The fairseq file is read with ``torch.load(weights_only=True)`` -- fairseq itself is never
 imported -- and its config and state dict are mapped onto a transformers ``Wav2Vec2Model``.
 
@@ -25,6 +26,7 @@ from torch import nn
 from checkpoint import load_state_strictly
 from config import ConfigError, str_to_bool
 from data_utils import SAMPLE_RATE
+from models.dphubert import is_torchaudio_layout, load_pruned_wav2vec2
 from models.frozen import KeepsFrozen, no_grad_if
 from models.hf_audio import load_hf_audio_model, prepare_waveform, waveform_settings
 
@@ -98,16 +100,16 @@ def ssl_encoder_from_config(model_config: dict, freeze_default: bool) -> SSLEnco
                       **_ssl_switches(model_config, freeze_default))
 
 
-def _read_fairseq_checkpoint(path: Path) -> dict:
+def _read_checkpoint(path: Path) -> dict:
     """The checkpoint dict, unpickled with ``weights_only`` and a small allow-list; anything else
     (e.g. omegaconf objects) is refused with a ConfigError rather than unpickled."""
     try:
         with torch.serialization.safe_globals(FAIRSEQ_SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file or pickled objects outside the allow-list
-        raise ConfigError(f"{path}: not a loadable fairseq checkpoint ({str(err).strip().splitlines()[0]})") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-        raise ConfigError(f"{path}: not a fairseq checkpoint (expected a dict with a 'model' state dict)")
+        raise ConfigError(f"{path}: not a loadable SSL checkpoint ({str(err).strip().splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"{path}: not an SSL checkpoint (expected a dict)")
     return checkpoint
 
 
@@ -194,11 +196,24 @@ def fairseq_state_to_transformers(state: dict, hidden_size: int) -> dict:
     return renamed
 
 
-def load_fairseq_wav2vec2(path: Path) -> tuple[nn.Module, int, bool]:
+def load_ssl_file(path: Path) -> tuple[nn.Module, int, bool]:
+    """(model, sampling rate, normalise input) from a checkpoint file: a fairseq wav2vec 2.0
+    pre-training checkpoint (``{"model", "cfg" | "args"}``) or a torchaudio-layout one such as
+    DPHuBERT's (``{"state_dict", "config"}``, :mod:`models.dphubert`; the model normalises the
+    waveform itself if its config says so)."""
+    checkpoint = _read_checkpoint(path)
+    if is_torchaudio_layout(checkpoint):
+        return load_pruned_wav2vec2(checkpoint, path), SAMPLE_RATE, False
+    if not isinstance(checkpoint.get("model"), dict):
+        raise ConfigError(f"{path}: neither a fairseq checkpoint (a 'model' state dict) nor a torchaudio-layout "
+                          f"one ('state_dict' and 'config', as DPHuBERT's)")
+    return load_fairseq_wav2vec2(checkpoint, path)
+
+
+def load_fairseq_wav2vec2(checkpoint: dict, path: Path) -> tuple[nn.Module, int, bool]:
     """(transformers ``Wav2Vec2Model``, sampling rate, normalise input) from a fairseq checkpoint."""
     from transformers import Wav2Vec2Model
 
-    checkpoint = _read_fairseq_checkpoint(path)
     model_cfg, task_cfg = _fairseq_sections(checkpoint, path)
     try:
         config = fairseq_to_transformers_config(model_cfg)
@@ -232,10 +247,10 @@ class SSLEncoder(KeepsFrozen):
         validate_ssl_layers(layers, key.rsplit(".", 1)[0] + ".ssl_layers")
         if not isinstance(ssl_path, str) or not ssl_path:
             raise ConfigError(f"{key}: a hub id, local directory or fairseq .pt file is required")
-        if ssl_path.endswith(".pt"):
+        if ssl_path.endswith((".pt", ".pth")):
             if not Path(ssl_path).is_file():
-                raise ConfigError(f"{key}: fairseq checkpoint not found: {ssl_path}")
-            self.model, self.sample_rate, self.normalize = load_fairseq_wav2vec2(Path(ssl_path))
+                raise ConfigError(f"{key}: SSL checkpoint not found: {ssl_path}")
+            self.model, self.sample_rate, self.normalize = load_ssl_file(Path(ssl_path))
         else:
             self.model, extractor = load_hf_audio_model(ssl_path, AutoModel, key)
             self.sample_rate, self.normalize = waveform_settings(extractor)
@@ -260,6 +275,13 @@ class SSLEncoder(KeepsFrozen):
             self.freeze_part("model")
         if gradient_checkpointing:  # renamed activation checkpointing in transformers 5
             getattr(self.model, "activation_checkpointing_enable", self.model.gradient_checkpointing_enable)()
+
+    def frame_count(self, samples: int) -> int:
+        """Frames the encoder gives for ``samples`` 16 kHz samples (its convolutions, no padding)."""
+        frames = round(samples * self.sample_rate / SAMPLE_RATE)
+        for layer in self.model.feature_extractor.conv_layers:
+            frames = (frames - layer.conv.kernel_size[0]) // layer.conv.stride[0] + 1
+        return frames
 
     def _hidden(self, values: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if self.layers == "last":

@@ -21,6 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+RAVDESS = "data/ravdess_a01-12"  # under ../shared
+
+
 def shared_path() -> Path:
     return Path(os.environ.get("EMOSPOOF_SHARED", REPO.parent / "shared"))
 
@@ -48,6 +51,27 @@ def tiny_ssl_dir(tmp_path_factory) -> Path:
     Hugging Face directory, for the SSL front end's tests."""
     from models.hf_audio import save_random_ssl
     return save_random_ssl(tmp_path_factory.mktemp("ssl") / "tiny_wav2vec2")
+
+
+@pytest.fixture(scope="session")
+def ravdess_cuts(shared_dir, tmp_path_factory) -> Path:
+    """Real RAVDESS speech of actors 1-3, each clip cut to 1.5 s from 0.5 s on (mostly speech)
+    under its own name: with 1.5-s crops every clip is the same input in every epoch, so a
+    tiny random model learns from it within a few dozen steps."""
+    root = tmp_path_factory.mktemp("ravdess_cuts")
+    for actor in (1, 2, 3):
+        for path in sorted((shared_dir / RAVDESS / f"Actor_{actor:02d}").glob("*.flac")):
+            audio, rate = sf.read(path, dtype="float32")
+            (root / path.parent.name).mkdir(exist_ok=True)
+            sf.write(root / path.parent.name / path.name, audio[rate // 2:2 * rate], rate)
+    return root
+
+
+@pytest.fixture(scope="session")
+def egemaps_cache(tmp_path_factory) -> Path:
+    """One eGeMAPS feature cache for the tests that extract RAVDESS functionals (extraction is the
+    slow part; the cache is keyed by file size and modification time)."""
+    return tmp_path_factory.mktemp("egemaps") / "egemaps_features.csv"
 
 
 @pytest.fixture
@@ -270,6 +294,15 @@ def fairseq_name(name: str, layer_norm_extractor: bool) -> str:
 # Learning checks
 
 
+def tone_batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 1 (bona fide) a low tone, class 0 a high tone, both in white noise (0.25 s)."""
+    labels = np.arange(n) % 2
+    freqs = np.where(labels == 1, rng.uniform(200, 500, n), rng.uniform(3000, 5000, n))
+    t = np.arange(4000) / 16000
+    wave = rng.uniform(0.3, 1.0, (n, 1)) * np.sin(2 * np.pi * freqs[:, None] * t + rng.uniform(0, 6, (n, 1)))
+    return torch.tensor(wave + 0.3 * rng.standard_normal((n, 4000)), dtype=torch.float32), torch.tensor(labels)
+
+
 def assert_learns(model, make_batch, steps: int, lr: float, n_test: int) -> None:
     """Adam on fresh batches from ``make_batch(n, rng)`` must halve the loss and, in eval mode,
     rank every held-out bona fide clip above every spoof clip by logit 1 - logit 0."""
@@ -295,3 +328,29 @@ def assert_learns(model, make_batch, steps: int, lr: float, n_test: int) -> None
         logits = model(x_test)[1]
     scores = logits[:, 1] - logits[:, 0]
     assert scores[y_test == 1].min() > scores[y_test == 0].max(), scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Devkit subsets
+
+
+def small_devkit(shared_dir, root, train: int = 8, test: int = 6, spoof_per_attack: int = 2):
+    """A few devkit trials in the LA layout (protocol subsets, audio and ASV scores linked): ``train``
+    bona fide and as many spoof train trials, ``test`` bona fide dev and eval trials and
+    ``spoof_per_attack`` spoofs of each attack."""
+    devkit = shared_dir / "data/devkit/LA"
+    protocols = root / "ASVspoof2019_LA_cm_protocols"
+    protocols.mkdir(parents=True)
+    (root / "ASVspoof2019_LA_asv_scores").symlink_to(devkit / "ASVspoof2019_LA_asv_scores")
+    for split, name, keep in (("train", "train.trn", train), ("dev", "dev.trl", test), ("eval", "eval.trl", test)):
+        (root / f"ASVspoof2019_LA_{split}").mkdir()
+        (root / f"ASVspoof2019_LA_{split}" / "flac").symlink_to(devkit / f"ASVspoof2019_LA_{split}" / "flac")
+        lines = (devkit / f"ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{name}.txt").read_text().splitlines()
+        bonafide = [line for line in lines if line.endswith("bonafide")][:keep]
+        by_attack = {}
+        for line in lines:
+            if line.endswith("spoof") and len(by_attack.setdefault(line.split()[3], [])) < spoof_per_attack:
+                by_attack[line.split()[3]].append(line)
+        spoof = [line for group in by_attack.values() for line in group][:keep if split == "train" else None]
+        (protocols / f"ASVspoof2019.LA.cm.{name}.txt").write_text("\n".join(bonafide + spoof) + "\n")
+    return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import socket
 import tarfile
 import zipfile
@@ -15,7 +16,7 @@ import pytest
 
 import download_dataset
 import download_weights
-from downloads import (DATASETS, MARKER, REGISTRY, DownloadError, UnsafeArchiveError, download_file, entry_for_path,
+from downloads import (DATASETS, MARKER, RECORD_FILE, REGISTRY, DownloadError, UnsafeArchiveError, download_file, entry_for_path,
                        fetch_dataset, fetch_weights, safe_extract)
 
 
@@ -96,7 +97,48 @@ def test_list_shows_the_registry(capsys):
     assert download_weights.main(["--list"]) == 0
     out = capsys.readouterr().out
     for entry in REGISTRY.values():
-        assert entry.sha256 in out and entry.url in out
+        assert (entry.sha256 or "not published") in out and entry.url in out
+    assert {"AMSDF-M1", "AMSDF-M2", "AMSDF-M3", "DPHuBERT-sp0.75"} <= REGISTRY.keys()
+
+
+def test_aliases_fetch_the_official_weights(server, shared_dir, tmp_path, monkeypatch, capsys):
+    for name in ("AASIST", "AASIST-L"):
+        server.files[f"/{name}"] = (shared_dir / "reference/weights" / REGISTRY[name].filename).read_bytes()
+        monkeypatch.setitem(REGISTRY, name, dataclasses.replace(REGISTRY[name], url=server.url(f"/{name}")))
+    assert download_weights.main(["--AASIST", "--AASIST-L", "--model", "AASIST", "--output_dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["AASIST-L.pth", "AASIST.pth"]
+    assert sorted(path for path, _ in server.requests) == ["/AASIST", "/AASIST-L"]  # once each, AASIST named twice
+    assert capsys.readouterr().out.count("sha256 verified") == 2
+
+
+def test_unpublished_checksum_is_recorded_at_the_first_download_and_verified_later(server, tmp_path, monkeypatch):
+    first = random_bytes(20_000, seed=5)
+    server.files["/dp.pth"] = first
+    entry = dataclasses.replace(REGISTRY["DPHuBERT-sp0.75"], url=server.url("/dp.pth"))
+    assert entry.sha256 is None and entry.size is None
+    dest = tmp_path / entry.filename
+    assert fetch_weights(entry, dest, progress=False) is True
+    record = json.loads((tmp_path / RECORD_FILE).read_text())
+    assert record == {entry.filename: {"sha256": hashlib.sha256(first).hexdigest(), "size": 20_000}}
+    assert fetch_weights(entry, dest, progress=False) is False  # verified against the record
+    dest.unlink()
+    server.files["/dp.pth"] = random_bytes(20_000, seed=6)  # the published file changed
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        fetch_weights(entry, dest, progress=False)
+
+
+def test_amsdf_alias_needs_copies_saved_by_hand_then_records_and_verifies_them(tmp_path, capsys):
+    assert download_weights.main(["--AMSDF", "--output_dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "drive.google.com" in err and str(tmp_path / "AMSDF_M1.pth") in err
+    for seed in ("M1", "M2", "M3"):
+        (tmp_path / f"AMSDF_{seed}.pth").write_bytes(random_bytes(1000, seed=len(seed) + ord(seed[1])))
+    assert download_weights.main(["--AMSDF", "--output_dir", str(tmp_path)]) == 0
+    assert sorted(json.loads((tmp_path / RECORD_FILE).read_text())) == ["AMSDF_M1.pth", "AMSDF_M2.pth", "AMSDF_M3.pth"]
+    assert download_weights.main(["--AMSDF", "--output_dir", str(tmp_path)]) == 0  # unchanged: verified
+    (tmp_path / "AMSDF_M2.pth").write_bytes(b"something else")
+    assert download_weights.main(["--AMSDF", "--output_dir", str(tmp_path)]) == 1
+    assert "AMSDF_M2.pth: sha256 or size differ" in capsys.readouterr().err
 
 
 def test_registry_entry_is_found_from_a_config_model_path():

@@ -12,7 +12,7 @@ from data_utils import EMOTIONS, read_emotional_layout, read_emotional_protocol,
 from metrics import compute_eer
 from models.registry import build_model
 from reports import emotion_report, format_emotion_table
-from tests.conftest import TINY_AASIST, make_config, write_split
+from tests.conftest import TINY_AASIST, TINY_MODEL, make_config, write_split
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -149,3 +149,38 @@ def test_missing_emotional_set_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert "'emo_dataset'" in err and "nowhere" in err
+
+
+def test_eval_with_ablations_reports_the_change_per_emotion(tmp_path, emotional_tree, tiny_ser_dir):
+    write_split(tmp_path / "LA", "eval", "E", 3, np.random.default_rng(0))
+    model_config = {"architecture": "AASIST_FiLM", **TINY_AASIST, "film_at": ["embedding"],
+                    "ser_config": {"backend": "hf", "ser_path": str(tiny_ser_dir)}}
+    torch.manual_seed(0)
+    model = build_model(model_config)
+    torch.nn.init.normal_(model.film["embedding"].generator.weight, std=2.0)  # the emotion matters
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    config = make_config(tmp_path, tmp_path / "LA", model_path=str(tmp_path / "w.pth"), batch_size=16,
+                         model_config=model_config, emo_dataset=str(emotional_tree), emo_bonafide_system="ESD")
+    main_module.main(["--config", str(config), "--eval", "--ablations", "--output_dir", str(tmp_path / "ev")])
+    run_dir = next((tmp_path / "ev").iterdir())
+    summary = json.loads((run_dir / "ablations.json").read_text())["emotional set"]
+    assert set(summary["pooled"]) == {"none", "zero", "shuffle"}
+    for name in ("zero", "shuffle"):  # each change is that ablation's per-emotion EER minus none's
+        sub = json.loads((run_dir / "ablations" / name / "eval_report.json").read_text())["emotional_set"]
+        none = json.loads((run_dir / "ablations/none/eval_report.json").read_text())["emotional_set"]
+        for emotion, change in summary["change_vs_none"][name].items():
+            assert change == pytest.approx(sub["per_emotion"][emotion]["eer"] - none["per_emotion"][emotion]["eer"])
+    assert any(abs(c) > 0 for c in summary["change_vs_none"]["zero"].values())
+    report = json.loads((run_dir / "eval_report.json").read_text())
+    assert report["ablations"]["emotional set"] == summary and "la_eval" in report
+    assert (run_dir / "ablations_per_emotion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ablations_need_an_emotion_model(tmp_path, capsys):
+    write_split(tmp_path / "LA", "eval", "E", 2, np.random.default_rng(0))
+    torch.save(build_model(TINY_MODEL).state_dict(), tmp_path / "w.pth")
+    config = make_config(tmp_path, tmp_path / "LA", model_path=str(tmp_path / "w.pth"))
+    with pytest.raises(SystemExit):
+        main_module.main(["--config", str(config), "--eval", "--ablations", "--output_dir", str(tmp_path / "ev")])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--ablations: AASIST has no emotion input" in err

@@ -12,7 +12,7 @@ from models import AASIST
 from cm_config import load_config
 from config import ConfigError
 from models.registry import build_model
-from tests.conftest import REPO, TINY_AASIST, assert_learns
+from tests.conftest import REPO, TINY_AASIST, assert_learns, tone_batch
 from utils import trainable_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -139,15 +139,6 @@ def test_frozen_aasist_initialised_from_weights(tiny_ser_dir, aasist_weights, tm
         emotion_model("AASIST_FiLM", tiny_ser_dir, aasist_path=str(tmp_path / "bad.pth"))
 
 
-def tone_batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class 1 (bona fide) a low tone, class 0 a high tone, both in white noise (0.25 s)."""
-    labels = np.arange(n) % 2
-    freqs = np.where(labels == 1, rng.uniform(200, 500, n), rng.uniform(3000, 5000, n))
-    t = np.arange(4000) / 16000
-    wave = rng.uniform(0.3, 1.0, (n, 1)) * np.sin(2 * np.pi * freqs[:, None] * t + rng.uniform(0, 6, (n, 1)))
-    return torch.tensor(wave + 0.3 * rng.standard_normal((n, 4000)), dtype=torch.float32), torch.tensor(labels)
-
-
 @pytest.mark.parametrize("architecture,extra,steps,lr", [
     ("AASIST_Concat", {"head_hidden": 16, "head_dropout": 0.1}, 30, 0.005),
     ("AASIST_FiLM", {"film_at": ["block5", "embedding"]}, 25, 0.01),
@@ -178,16 +169,19 @@ def test_config_errors(tmp_path, change, message):
 
 def test_shipped_configs():
     """Hub configs: AASIST sizes and official weights; devkit configs: the AASIST-L devkit
-    template's training settings, its starting weights as ``aasist_path``, the local SER."""
+    template's training settings, its starting weights as ``aasist_path``, and a trained SER that
+    ships with the project (the eGeMAPS statistics and probe of train_ser.py on RAVDESS actors 1-8)."""
     reference = load_config(REPO / "config/AASIST.conf")["model_config"]
     template = load_config(REPO / "config/AASIST-L_devkit.conf")
-    for name in ("AASIST_Concat", "AASIST_FiLM", "AASIST_GFiLM"):
+    for name in ("AASIST_Concat", "AASIST_FiLM", "AASIST_GFiLM", "AASIST_EmoMoE"):
         hub = load_config(REPO / f"config/{name}.conf")
         devkit = load_config(REPO / f"config/{name}_devkit.conf")
         assert hub["model_config"]["architecture"] == devkit["model_config"]["architecture"] == name
         assert hub["model_config"]["ser_config"]["ser_path"] == "superb/wav2vec2-base-superb-er"
         assert all(hub["model_config"][k] == v for k, v in reference.items() if k != "architecture")
-        assert devkit["model_config"]["ser_config"]["ser_path"] == "./models/weights/ser_random_wav2vec2"
+        assert devkit["model_config"]["ser_config"]["ser_path"] == "./models/weights/ser_egemaps_ravdess.json"
+        trained = json.loads((REPO / "models/weights/ser_egemaps_ravdess.json").read_text())
+        assert trained["actors"] == list(range(1, 9)) and len(trained["probe"]["labels"]) == 5
         assert devkit["model_config"].get("aasist_path") == template.get("init_weights")
         assert all(devkit["model_config"][k] == v for k, v in template["model_config"].items() if k != "architecture")
         assert {k: v for k, v in devkit.items() if k not in ("model_config", "model_path")} == \

@@ -21,10 +21,10 @@ from models.hf_audio import prepare_waveform
 from models.ser import SERBranch
 from ser_data import RAVDESS_EMOTIONS, class_names, make_splits, read_ravdess
 from ser_egemaps import egemaps_features
-from ser_train import load_ser_config, report_hf, train_hf, validate_ser_training_config
-from tests.conftest import REPO, stop_after_first_checkpoint
+from ser_config import load_ser_config, validate_ser_training_config
+from ser_train import report_classifier, train_classifier
+from tests.conftest import RAVDESS, REPO, stop_after_first_checkpoint
 from utils import seed_everything
-RAVDESS = "data/ravdess_a01-12"
 
 
 def write_tone(path: Path, seconds: float = 1.0, freq: float = 220.0, seed: int = 0) -> None:
@@ -158,10 +158,10 @@ def test_egemaps_cache_is_reused_and_refreshed(tmp_path, capsys):
     assert list(skipped.reasons) == [str(tmp_path / "gone.wav")]
 
 
-def test_egemaps_random_forest_beats_chance_on_held_out_actors(shared_dir, tmp_path):
+def test_egemaps_random_forest_beats_chance_on_held_out_actors(shared_dir, egemaps_cache, tmp_path):
     """All 12 actors, actor-independent (train 1-8, dev 9-10, test 11-12), five TTS emotions."""
     config = load_ser_config(REPO / "config/SER_egemaps_rf.conf")
-    config["database_path"] = str(shared_dir / RAVDESS)
+    config.update(database_path=str(shared_dir / RAVDESS), feature_cache=str(egemaps_cache))
     config_path = tmp_path / "SER_egemaps_rf.conf"
     config_path.write_text(json.dumps(config))
     args = ["--config", str(config_path), "--output_dir", str(tmp_path / "runs")]
@@ -179,20 +179,6 @@ def test_egemaps_random_forest_beats_chance_on_held_out_actors(shared_dir, tmp_p
 
 # ---------------------------------------------------------------------------------------------
 # wav2vec 2.0 fine-tuning
-
-
-@pytest.fixture(scope="module")
-def ravdess_cuts(shared_dir, tmp_path_factory) -> Path:
-    """Real RAVDESS speech of actors 1-3, each clip cut to 1.5 s from 0.5 s on (mostly speech)
-    under its own name: with 1.5-s crops every clip is the same input in every epoch, so a
-    tiny random model learns from it within a few dozen steps."""
-    root = tmp_path_factory.mktemp("ravdess_cuts")
-    for actor in (1, 2, 3):
-        for path in sorted((shared_dir / RAVDESS / f"Actor_{actor:02d}").glob("*.flac")):
-            audio, rate = sf.read(path, dtype="float32")
-            (root / path.parent.name).mkdir(exist_ok=True)
-            sf.write(root / path.parent.name / path.name, audio[rate // 2:2 * rate], rate)
-    return root
 
 
 def hf_config(database_path, ser_path, **extra) -> dict:
@@ -213,9 +199,9 @@ def trained_ser(ravdess_cuts, tiny_ser_dir, tmp_path_factory):
     validate_ser_training_config(config)
     splits = make_splits(read_ravdess(config["database_path"]), config, seed=1)
     seed_everything(1)
-    model, extractor = train_hf(config, splits, run_dir, 1, torch.device("cpu"), None)
+    classifier = train_classifier(config, splits, run_dir, 1, torch.device("cpu"), None)
     torch.set_num_threads(threads)
-    return config, splits, run_dir, model, extractor
+    return config, splits, run_dir, classifier
 
 
 def metric_rows(path: Path) -> list[dict]:
@@ -224,7 +210,7 @@ def metric_rows(path: Path) -> list[dict]:
 
 
 def test_training_lowers_the_loss_and_saves_a_hf_directory(trained_ser):
-    config, _, run_dir, _, _ = trained_ser
+    config, _, run_dir, _ = trained_ser
     rows = metric_rows(run_dir / "metrics.csv")
     assert len(rows) == 14
     losses = [float(r["train_loss"]) for r in rows]
@@ -239,7 +225,8 @@ def test_training_lowers_the_loss_and_saves_a_hf_directory(trained_ser):
 
 
 def test_saved_directory_loads_into_the_emotion_branch_with_identical_embeddings(trained_ser, single_thread):
-    _, splits, run_dir, model, extractor = trained_ser
+    _, splits, run_dir, classifier = trained_ser
+    model = classifier.model
     branch = SERBranch({"backend": "hf", "ser_path": str(run_dir / "model"), "layer": "penultimate"})
     wave = torch.from_numpy(np.stack([load_audio(t.path)[:16000] for t in splits["test"][:3]]))
     pooled = {}
@@ -253,8 +240,8 @@ def test_saved_directory_loads_into_the_emotion_branch_with_identical_embeddings
 
 
 def test_eval_reports_the_trained_model_like_training_did(trained_ser, tmp_path, single_thread):
-    config, splits, run_dir, model, extractor = trained_ser
-    report_hf(model, extractor, config, splits, run_dir, {})
+    config, splits, run_dir, classifier = trained_ser
+    report_classifier(classifier, config, splits, run_dir, {})
     config_path = tmp_path / "ser.conf"
     config_path.write_text(json.dumps({**config, "model_path": str(run_dir / "model")}))
     train_ser.main(["--config", str(config_path), "--eval", "--output_dir", str(tmp_path)])

@@ -10,7 +10,7 @@ import torch
 
 from config import ConfigError
 from models.hf_audio import prepare_waveform, save_random_ssl, save_with_extractor, tiny_audio_config
-from models.ssl import SSLEncoder, _read_fairseq_checkpoint
+from models.ssl import SSLEncoder, _read_checkpoint
 from tests.conftest import fairseq_name
 
 
@@ -107,7 +107,7 @@ def test_bad_layer_choice_is_one_line_error(tiny_ssl_dir, kwargs, message):
 def test_missing_model_is_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="model_config.ssl_path: directory not found: .*nowhere"):
         SSLEncoder(str(tmp_path / "nowhere"))
-    with pytest.raises(ConfigError, match="fairseq checkpoint not found"):
+    with pytest.raises(ConfigError, match="SSL checkpoint not found"):
         SSLEncoder(str(tmp_path / "xlsr2_300m.pt"))
 
 
@@ -155,7 +155,7 @@ def test_fairseq_checkpoint_maps_onto_the_same_model(tmp_path, single_thread, st
             parameter.add_(0.1 * torch.randn_like(parameter))
     path = tmp_path / "checkpoint.pt"
     _write_fairseq_checkpoint(source, path, style)
-    state = _read_fairseq_checkpoint(path)["model"]
+    state = _read_checkpoint(path)["model"]
     norm_key = "feature_extractor.conv_layers.0.2.1.weight" if stable else "feature_extractor.conv_layers.0.2.weight"
     assert {norm_key, "encoder.layers.1.self_attn_layer_norm.bias", "encoder.pos_conv.0.weight_g"} <= state.keys()
 
@@ -178,7 +178,7 @@ def test_fairseq_weights_that_do_not_fit_are_one_line_error(tmp_path):
 
     path = tmp_path / "checkpoint.pt"
     _write_fairseq_checkpoint(Wav2Vec2Model(tiny_audio_config("wav2vec2", 32, 1)), path, "cfg")
-    checkpoint = _read_fairseq_checkpoint(path)
+    checkpoint = _read_checkpoint(path)
     del checkpoint["model"]["encoder.layers.0.fc1.weight"]
     torch.save(checkpoint, path)
     with pytest.raises(ConfigError, match=r"do not fit the mapped model \(missing keys: "
@@ -193,7 +193,7 @@ class _Opaque:
 def test_unsafe_or_foreign_fairseq_files_are_refused(tmp_path):
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"cfg": _Opaque(), "model": {}}, unsafe)
-    with pytest.raises(ConfigError, match="not a loadable fairseq checkpoint"):
+    with pytest.raises(ConfigError, match="not a loadable SSL checkpoint"):
         SSLEncoder(str(unsafe))
     finetuned = tmp_path / "finetuned.pt"
     torch.save({"cfg": {"model": {"_name": "wav2vec_ctc"}, "task": {}},

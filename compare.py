@@ -1,0 +1,55 @@
+"""Compare countermeasures over seeds, with a paired test against a baseline (``comparison``).
+
+    python compare.py RUN_DIR [RUN_DIR ...] [--output_dir comparison]
+    python compare.py --train config/AASIST-L_devkit.conf config/AASIST_EmoMoE_devkit.conf --seeds 3
+
+Run folders of the same config are seeds of one model; the first model is the baseline. With
+``--train`` the runs of each config and seed 1..N are trained first with main.py (finished runs are
+reused, interrupted ones resumed) and compared in config order. Writes comparison.md,
+comparison.json and comparison.png to --output_dir.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from comparison import compare, find_runs, group_runs, train_missing, write_outputs
+from config import ConfigError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", type=Path, help="finished run folders (or folders of them)")
+    parser.add_argument("--train", nargs="+", type=Path, metavar="CONFIG", help="configs to train and compare")
+    parser.add_argument("--seeds", type=int, default=3, help="--train: seeds 1..N per config (default 3)")
+    parser.add_argument("--runs_dir", type=Path, default=Path("exp_result"), help="--train: where runs go")
+    parser.add_argument("--output_dir", type=Path, default=Path("comparison"), help="default: ./comparison")
+    parser.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples of the paired test")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="--train: passed to main.py")
+    args = parser.parse_args(argv)
+    if not args.runs and not args.train:
+        parser.error("give run folders, or --train CONFIG ...")
+    if args.seeds < 1 or args.n_boot < 1:
+        parser.error("--seeds and --n_boot must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        folders = list(args.runs)
+        if args.train:
+            extra = ["--device", args.device] if args.device else []
+            folders = train_missing(args.train, args.seeds, args.runs_dir, extra) + folders
+        result = compare(group_runs(find_runs(folders)), args.n_boot)
+        write_outputs(result, args.output_dir)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((args.output_dir / "comparison.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

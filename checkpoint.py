@@ -109,7 +109,9 @@ def rng_state(generator: torch.Generator) -> dict:
         "python": random.getstate(),
         "numpy": (name, keys.tolist(), pos, has_gauss, cached),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # This process's GPU only: under torchrun, reading every GPU's state would open a CUDA
+        # context on each of them in every process.
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
         "loader": generator.get_state(),
     }
 
@@ -120,5 +122,5 @@ def restore_rng_state(state: dict, generator: torch.Generator) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])
     generator.set_state(state["loader"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from augment.pipeline import validate_augmentation_config
 from config import ConfigError, check_keys, is_number, read_config, str_to_bool
 from corpora import check_spec, dataset_name
+from engine import TRAINING_KEYS, validate_training_keys
 from models.registry import validate_model_section
 from utils import OPTIM_KEYS
 
@@ -21,7 +22,7 @@ TOP_LEVEL_KEYS = {
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
     "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
     "augmentation", "eval_condition", "train_dataset", "dev_dataset", "eval_datasets", "emotion_labels",
-}
+} | TRAINING_KEYS
 REQUIRED_KEYS = ("batch_size", "num_epochs", "model_config", "optim_config")
 BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
 LOSSES = ("CCE",)  # weighted cross-entropy (0.1 spoof, 0.9 bona fide), the reference's loss
@@ -96,6 +97,7 @@ def validate_config(config: dict) -> None:
     for key in BOOLEAN_KEYS:
         if key in config:
             str_to_bool(config[key], key)
+    validate_training_keys(config)
 
 
 def load_config(path: str | Path) -> dict:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import soundfile as sf
 import soxr
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from config import ConfigError
 
@@ -128,6 +130,14 @@ class Batch:
     counts: list[int]
     failures: list[tuple[str, str]]
 
+    def pin_memory(self) -> "Batch":
+        """Called by a loader with ``pin_memory``: page-locked tensors copy to a GPU asynchronously."""
+        return replace(self, x=self.x.pin_memory(), labels=self.labels.pin_memory())
+
+    def to(self, device: torch.device) -> "Batch":
+        """The batch's tensors on ``device``, copied without blocking the host (from pinned memory)."""
+        return replace(self, x=self.x.to(device, non_blocking=True), labels=self.labels.to(device, non_blocking=True))
+
 
 class TrialDataset(Dataset):
     """Audio of ``trials`` cut for the model; the one dataset of training, evaluation and scoring.
@@ -160,7 +170,7 @@ class TrialDataset(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw the augmentation of ``epoch`` (loader workers copy the dataset when an epoch starts)."""
+        """Draw the augmentation of ``epoch`` (``SeededItems`` sets it in each loader worker's copy)."""
         self.epoch = epoch
 
     def augmented(self, audio: np.ndarray, index: int) -> np.ndarray:
@@ -210,30 +220,107 @@ def collate_trials(items: Iterable[LoadedTrial]) -> Batch:
 
 
 def default_num_workers() -> int:
-    """Half the cores, at most 8: decoding keeps up with the model without starving it of threads."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+    """Half the cores, at most 8, shared among the processes torchrun starts on this machine:
+    decoding keeps up with the model without starving it of threads."""
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (os.cpu_count() or 2) // 2 // processes))
 
 
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
+@contextmanager
+def seeded_random_state(seed: int) -> Iterator[None]:
+    """Python's, NumPy's and torch's global generators seeded with ``seed`` inside the block and
+    put back as they were after it, so an item's random draws depend on the item alone."""
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)  # the CPU generator only: a GPU's streams are left alone
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
+
+
+class EpochSampler(Sampler):
+    """The trials of one epoch for this process, each as ``(index, epoch)``.
+
+    When shuffling, the order is a permutation drawn from ``seed + epoch`` (``set_epoch``), padded
+    by repeating its start to a multiple of the number of processes and dealt round-robin to them,
+    as torch's DistributedSampler does; so the batches of N processes together hold exactly the
+    trials of one process's N-times-larger batch. The epoch travels with the index because loader
+    workers that persist across epochs never see the sampler's state.
+    """
+
+    def __init__(self, n_items: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n_items, self.shuffle, self.seed = n_items, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n_items // self.world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = order.tolist()
+        else:
+            order = list(range(self.n_items))
+        total = len(self) * self.world_size
+        order = (order * -(-total // max(1, len(order))))[:total]
+        return iter([(index, self.epoch) for index in order[self.rank:total:self.world_size]])
+
+
+class SeededItems(Dataset):
+    """``dataset[index]`` with every random draw (crop, augmentation) seeded from ``(seed, epoch,
+    index)``: the same item gets the same crop whichever process, worker or batch loads it, and a
+    resumed run loads exactly what an uninterrupted one would."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, epoch = key
+        if hasattr(self.dataset, "set_epoch"):  # the worker's copy learns the epoch with the index
+            self.dataset.set_epoch(epoch)
+        with seeded_random_state(int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])):
+            return self.dataset[index]
+
+
+def _seed_worker(worker_id: int, rank: int = 0) -> None:
+    """Each loader worker of each rank gets its own streams (torch's worker seed is the same on
+    every rank, whose loaders are seeded alike)."""
+    seed = int(np.random.SeedSequence([torch.initial_seed() % 2**32, rank]).generate_state(1)[0])
     np.random.seed(seed)
     random.seed(seed)
+    torch.manual_seed(seed)
 
 
-def make_loader(dataset: TrialDataset, batch_size: int, shuffle: bool, num_workers: int,
-                generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
-    """Batches of whole utterances (``collate_trials``), each worker seeded from the loader's RNG."""
+def make_loader(dataset: TrialDataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0,
+                rank: int = 0, world_size: int = 1, generator: torch.Generator | None = None) -> DataLoader:
+    """Batches of whole utterances (``collate_trials``) for training: this rank's share of each
+    epoch (:class:`EpochSampler`; the loop calls ``set_epoch``), random draws seeded per item
+    (:class:`SeededItems`), workers that persist across epochs and prefetch, pinned memory on
+    GPU machines. When shuffling, the last incomplete batch is dropped if there is more than one."""
+    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size)
+    workers = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
     return DataLoader(
-        dataset,
+        SeededItems(dataset, seed),
         batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
+        sampler=sampler,
+        drop_last=shuffle and len(sampler) > batch_size,
         num_workers=num_workers,
         collate_fn=collate_trials,
-        worker_init_fn=_seed_worker,
+        worker_init_fn=partial(_seed_worker, rank=rank),
         generator=generator,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
+        **workers,
     )
 
 

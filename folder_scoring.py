@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 import downloads
+from acceleration import resolve_precision, set_tf32
 from checkpoint import load_weights
 from cm_config import load_config
 from config import ConfigError
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     """``inference.py``: export to ONNX, or score the folder and write the output files; the exit
     code is 0 when every file was scored and 1 when some could not be."""
     config = load_config(args.config)
-    if args.threads and (args.eager or args.export_onnx):
+    if args.threads and args.export_onnx:
         torch.set_num_threads(args.threads)
     nb_samp = config["model_config"].get("nb_samp", NB_SAMP)
 
@@ -200,13 +201,18 @@ def run(args: argparse.Namespace) -> int:
         backend = "onnxruntime"
     else:
         device = select_device(args.device)
+        precision = resolve_precision(args.precision, device)
+        set_tf32(precision)
         model = load_model(args, config, device)
-        if device.type == "cpu" and not args.eager:
+        if device.type == "cpu" and not (args.eager or args.compile or precision != "fp32"):
             forward = threaded_cpu_forward(optimise_for_cpu(model), args.threads or torch.get_num_threads())
+            backend = f"PyTorch optimised on {device}"
         else:
-            forward = torch_forward(model, device)
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            forward = torch_forward(model, device, precision=precision, compile_model=args.compile)
+            backend = f"PyTorch {'compiled' if args.compile else 'eager'} on {device}, {precision}"
         model_file = args.weights or Path(config["model_path"])
-        backend = f"PyTorch {'eager' if args.eager or device.type != 'cpu' else 'optimised'} on {device}"
     hop = args.hop or config.get("eval_hop") or nb_samp // 2
     batch_size = args.batch_size or config["batch_size"]
     num_workers = args.num_workers if args.num_workers is not None else config.get("num_workers", default_num_workers())

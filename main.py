@@ -5,6 +5,7 @@
     python main.py --config config/AASIST.conf --eval --eval_model_weights a.pth b.pth c.pth
     python main.py --config config/AASIST_FiLM_devkit.conf --eval --ablations   # with the emotion ablated
     python main.py --resume exp_result/LA_AASIST_ep100_bs24   # continue an interrupted run
+    torchrun --standalone --nproc_per_node 4 main.py --config config/AASIST.conf   # 4 GPUs (DDP)
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 
 from cm_train import run
 from config import ConfigError
+from engine import add_training_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--comment", help="suffix of the run folder name")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    add_training_arguments(parser)
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("--config is required (or --resume RUN_DIR)")

@@ -328,3 +328,37 @@ def plot_score_histogram(bonafide: np.ndarray, spoof: np.ndarray, path: str | os
     axes.set_title(title)
     axes.legend(fontsize=8)
     figure.savefig(path, dpi=120)
+
+
+CURVE_TITLES = {"eer": "EER (%)", "min_tdcf": "min t-DCF", "macro_f1": "macro-F1"}
+
+
+def plot_training_curves(rows: list[dict], path: str | os.PathLike[str]) -> None:
+    """The curves of a training run from its ``metrics.csv`` rows: one panel per measure (loss,
+    accuracy, EER, ...) with its train / dev / eval columns, and one for the learning rate;
+    epochs that set a new best are shaded."""
+    from matplotlib.figure import Figure
+
+    def values(column: str) -> list[float]:
+        return [float(row[column]) if row.get(column) not in (None, "") else np.nan for row in rows]
+
+    panels: dict[str, list[str]] = {}
+    for column in dict.fromkeys(key for row in rows for key in row):
+        split, _, measure = column.partition("_")
+        if split in ("train", "dev", "eval") and measure:
+            panels.setdefault(measure, []).append(column)
+    panels["learning rate"] = ["lr"]
+    epochs = values("epoch")
+    figure = Figure(figsize=(3.0 * len(panels), 3.0), layout="constrained")
+    for index, (measure, columns) in enumerate(panels.items(), start=1):
+        axes = figure.add_subplot(1, len(panels), index)
+        for epoch, row in zip(epochs, rows):
+            if str(row.get("new_best")) == "1":
+                axes.axvspan(epoch - 0.5, epoch + 0.5, color="tab:green", alpha=0.08)
+        for column in columns:
+            axes.plot(epochs, values(column), marker="o", markersize=3, label=column)
+        axes.set(title=CURVE_TITLES.get(measure, measure.replace("_", " ")), xlabel="epoch")
+        axes.grid(alpha=0.3)
+        if measure != "learning rate":
+            axes.legend(fontsize=8)
+    figure.savefig(path, dpi=120)

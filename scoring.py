@@ -5,6 +5,7 @@
 workers decode files and cut them into windows (``data_utils.TrialDataset``), the windows of
 consecutive files are packed into fixed-size batches for the model, and each file gets back the
 outputs of its own windows. A file that cannot be used is reported once and left out; the run goes on.
+Under torchrun the ranks score a share of the files each and every rank gets all the outputs.
 
 A *forward* is any function from a (batch, samples) window tensor to a (batch, outputs) NumPy
 array: eager PyTorch on any device (:func:`torch_forward`), the CPU-optimised AASIST
@@ -26,6 +27,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import distributed
+from acceleration import autocast, compiled, resolve_precision
+from config import str_to_bool
 from data_utils import NB_SAMP, LoadedTrial, SkipReport, Trial, TrialDataset, default_num_workers
 from models.fused import optimise_for_cpu
 
@@ -40,12 +44,17 @@ def cm_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def torch_forward(model: nn.Module, device: torch.device,
-                  logits_of: Callable[[nn.Module, torch.Tensor], torch.Tensor] = cm_logits) -> Forward:
-    """Logits of a batch of windows in inference mode; float16 autocast on CUDA."""
+                  logits_of: Callable[[nn.Module, torch.Tensor], torch.Tensor] = cm_logits,
+                  precision: str | None = None, compile_model: bool = False) -> Forward:
+    """Logits of a batch of windows in inference mode, under the autocast of ``precision``
+    (None: the device's default, ``acceleration.resolve_precision``), through torch.compile
+    when ``compile_model``."""
+    precision = resolve_precision(precision, device)
+    run = compiled(model) if compile_model else model
+
     def forward(x: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16,
-                                                    enabled=device.type == "cuda"):
-            return logits_of(model, x.to(device, non_blocking=True)).float().cpu().numpy()
+        with torch.inference_mode(), autocast(device, precision):
+            return logits_of(run, x.to(device, non_blocking=True)).float().cpu().numpy()
     return forward
 
 
@@ -94,16 +103,16 @@ def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str
     """Outputs of every window of every trial (``mode`` ``first`` or ``full``, as in
     ``TrialDataset``), ``batch_size`` windows per forward call whichever files they come from;
     ``augment`` (an eval condition) transforms each utterance first, the same way every time."""
-    dataset = TrialDataset(trials, nb_samp, mode, hop, reject_silent=reject_silent, augment=augment)
+    local = distributed.shard(trials)  # under torchrun each rank scores its share
+    dataset = TrialDataset(local, nb_samp, mode, hop, reject_silent=reject_silent, augment=augment)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_keep_as_is)
-    skips = skips if skips is not None else SkipReport(tqdm.write)
     started = time.perf_counter()
     parts: dict[str, list[np.ndarray]] = {}
     durations: dict[str, float] = {}
     errors: list[tuple[Trial, str]] = []
     queue: deque[list] = deque()  # [utt_id, windows, next window to score]
     queued = n_windows = 0
-    bar = tqdm(total=len(trials), unit="file", desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=len(local), unit="file", desc=desc, disable=not progress or not distributed.is_main(), leave=False)
 
     def run_batch() -> None:
         nonlocal queued, n_windows
@@ -131,7 +140,6 @@ def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str
     for item in loader:
         if item.windows is None:
             errors.append((item.trial, item.reason))
-            skips.add([(str(item.trial.path), item.reason)])
             bar.update(1)
             continue
         parts[item.trial.utt_id] = []
@@ -144,17 +152,29 @@ def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str
         run_batch()
     bar.close()
     outputs = {utt_id: np.concatenate(chunks) for utt_id, chunks in parts.items()}
-    return ScoringRun(outputs, durations, errors, n_windows, time.perf_counter() - started)
+    ranks = distributed.all_gather((outputs, durations, errors, n_windows))
+    run = ScoringRun({utt: out for part in ranks for utt, out in part[0].items()},
+                     {utt: seconds for part in ranks for utt, seconds in part[1].items()},
+                     [error for part in ranks for error in part[2]], sum(part[3] for part in ranks),
+                     time.perf_counter() - started)
+    skips = skips if skips is not None else SkipReport(tqdm.write)
+    skips.add([(str(trial.path), reason) for trial, reason in run.errors])
+    return run
 
 
 def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: torch.device,
                  skips: SkipReport, desc: str, augment: Augment | None = None) -> dict[str, float]:
     """A countermeasure's score of each trial as the reference writes it: the bona fide logit,
-    averaged over the windows in ``"full"`` eval mode (``eval_mode`` and ``eval_hop`` of the config).
-    On CPU the model runs as its optimised twin (``models.fused``), as ``inference.py`` runs it."""
+    averaged over the windows in ``"full"`` eval mode (``eval_mode`` and ``eval_hop`` of the config),
+    in the config's ``precision``, compiled with ``compile``. On CPU in fp32 the model runs as its
+    optimised twin (``models.fused``), as ``inference.py`` runs it."""
     model.eval()
-    scorer = optimise_for_cpu(model) if device.type == "cpu" else model
-    run = score_windows(trials, torch_forward(scorer, device), config["model_config"].get("nb_samp", NB_SAMP),
+    precision = resolve_precision(config.get("precision"), device)
+    compile_model = str_to_bool(config.get("compile", False))
+    fused = device.type == "cpu" and precision == "fp32" and not compile_model
+    forward = torch_forward(optimise_for_cpu(model) if fused else model, device, precision=precision,
+                            compile_model=compile_model)
+    run = score_windows(trials, forward, config["model_config"].get("nb_samp", NB_SAMP),
                         config.get("eval_mode", "first"), config.get("eval_hop"), config["batch_size"],
                         config.get("num_workers", default_num_workers()), skips, desc=desc, augment=augment)
     return {utt_id: float(outputs[:, BONAFIDE].mean()) for utt_id, outputs in run.outputs.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from config import ConfigError, check_keys, is_number, read_config, str_to_bool
+from engine import TRAINING_KEYS, validate_training_keys
 from ser_data import RAVDESS_EMOTIONS
 from utils import OPTIM_KEYS
 
@@ -14,7 +15,7 @@ COMMON_KEYS = {"backend", "database_path", "split", "train_actors", "dev_actors"
                "test_fraction", "dev_fraction", "emotion_map", "calm", "model_path", "num_workers"}
 # Keys of the backends trained by gradient descent (engine.fit), then of each backend.
 TRAINED_KEYS = {"batch_size", "num_epochs", "optim_config", "crop_seconds", "class_weights", "noise_snr_db",
-                "gain_db", "patience"}
+                "gain_db", "patience"} | TRAINING_KEYS
 HF_KEYS = TRAINED_KEYS | {"ser_path", "scratch", "freeze_feature_encoder", "freeze_layers", "freeze_epochs",
                           "mask_time_prob"}
 ACRNN_KEYS = TRAINED_KEYS | {"acrnn_dims"}
@@ -80,6 +81,7 @@ def validate_trained_keys(config: dict) -> None:
             raise ConfigError(f"config is missing the required key '{key}'")
     # ssl_lr (a second learning rate for models.ssl encoders) has no meaning here: one model, one rate.
     check_keys(config["optim_config"], OPTIM_KEYS - {"ssl_lr"}, "optim_config.")
+    validate_training_keys(config)
     for key in ("noise_snr_db", "gain_db"):
         value = config.get(key)
         if value is not None and not (isinstance(value, list) and len(value) == 2 and all(map(is_number, value))

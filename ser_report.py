@@ -1,5 +1,6 @@
 """Reports of a speech-emotion classifier: accuracy, macro-F1, per-class precision / recall / F1,
-the confusion matrix (printed, in ``ser_report.json`` and as a PNG) and the training curves.
+the confusion matrix (printed, in ``ser_report.json`` and as a PNG); the training curves are
+``reports.plot_training_curves``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from ser_data import class_names
 
 REPORT = "ser_report.json"
 CONFUSION_PNG = "confusion_matrix.png"
-CURVES_PNG = "training_curves.png"
 
 
 def classification_report(labels: list[int], predictions: list[int], names: tuple[str, ...]) -> dict:
@@ -60,28 +60,6 @@ def plot_confusion(report: dict, names: tuple[str, ...], path: Path, title: str)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title}\naccuracy {100 * report['accuracy']:.1f} %, macro-F1 {report['macro_f1']:.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_curves(rows: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, train and dev (from metrics.csv rows)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for split in ("train", "dev"):
-        loss_ax.plot(epochs, [float(r[f"{split}_loss"]) for r in rows], marker="o", label=split)
-        acc_ax.plot(epochs, [100 * float(r[f"{split}_accuracy"]) for r in rows], marker="o", label=split)
-    acc_ax.plot(epochs, [100 * float(r["dev_macro_f1"]) for r in rows], linestyle="--", label="dev macro-F1 x100")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    acc_ax.set(xlabel="epoch", ylabel="%", title="accuracy")
-    for ax in (loss_ax, acc_ax):
-        ax.legend()
-        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -8,13 +8,13 @@ early stopping on dev macro-F1, the best dev epoch saved as a directory the emot
 Fine-tuning follows the usual wav2vec 2.0 recipe (Baevski et al., NeurIPS 2020; Pepino et al.,
 Interspeech 2021 for emotion): frozen convolutional feature encoder, mean-pooled transformer
 output, optional SpecAugment-style time masking (Park et al., Interspeech 2019). The eGeMAPS
-baselines (random forest, linear probe) are in ``ser_egemaps``.
+baselines (random forest, linear probe) are in ``ser_egemaps``. Training, evaluation and
+prediction run in the config's precision; under torchrun the processes train together.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,18 +22,23 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
+import distributed
+from acceleration import set_tf32
 from checkpoint import load_checkpoint
 from config import ConfigError, str_to_bool
 from data_utils import SAMPLE_RATE, Batch, SkipReport, Trial, TrialDataset, find_audio_files, make_loader
-from engine import METRICS_CSV, Validation, fit, new_run_dir
-from scoring import score_windows
+from engine import (CURVES_PNG, METRICS_CSV, StepLoss, TrainSettings, Validation, apply_overrides, create_run, fit,
+                    settings_summary, train_settings, weighted_cross_entropy)
+from reports import plot_training_curves
+from scoring import score_windows, torch_forward
 from ser_config import ACRNN_DIMS, load_ser_config
 from ser_data import class_names, class_weights, make_splits, read_ravdess
 from ser_egemaps import run_egemaps_linear, run_egemaps_rf
 from ser_models import ACRNNClassifier, HFClassifier, load_classifier
-from ser_report import CURVES_PNG, classification_report, plot_curves, print_report, write_report
+from ser_report import classification_report, print_report, write_report
 from utils import create_optimizer, seed_everything, select_device, trainable_parameters
 
 MODEL_DIR = "model"
@@ -45,33 +50,45 @@ def augment(wave: torch.Tensor, config: dict) -> torch.Tensor:
     Gain only matters for checkpoints that do not normalise their input (``do_normalize``)."""
     if config.get("gain_db"):
         low, high = config["gain_db"]
-        wave = wave * 10 ** ((low + (high - low) * torch.rand(len(wave), 1)) / 20)
+        wave = wave * 10 ** ((low + (high - low) * torch.rand(len(wave), 1, device=wave.device)) / 20)
     if config.get("noise_snr_db"):
         low, high = config["noise_snr_db"]
-        snr = low + (high - low) * torch.rand(len(wave), 1)
+        snr = low + (high - low) * torch.rand(len(wave), 1, device=wave.device)
         power = wave.pow(2).mean(dim=1, keepdim=True)
         wave = wave + torch.randn_like(wave) * torch.sqrt(power / 10 ** (snr / 10))
     return wave
 
 
+class WaveLogits(nn.Module):
+    """A classifier as one module from 16 kHz waveforms to logits: what training runs (and DDP
+    wraps: the whole computation, classification head included, happens in its forward) and what
+    scoring compiles. It owns the classifier's model, so it shares its parameters."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.model, self._classifier = classifier.model, classifier
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self._classifier.logits(wave)
+
+
 def clip_probabilities(classifier: Classifier, trials: list[Trial], crop: int, batch_size: int, num_workers: int,
-                       skipped: SkipReport, class_weight: torch.Tensor | None = None
-                       ) -> tuple[np.ndarray, list[Trial], float]:
+                       skipped: SkipReport, class_weight: torch.Tensor | None = None, precision: str | None = None,
+                       compile_model: bool = False) -> tuple[np.ndarray, list[Trial], float]:
     """Class probabilities of each clip (mean over windows of ``crop`` samples, 50 % overlap),
-    the trials that loaded, and the (class-weighted) cross-entropy of those clip probabilities."""
+    the trials that loaded, and the (class-weighted) cross-entropy of those clip probabilities;
+    scored in ``precision`` (None: the device's default), compiled with ``compile_model``."""
     classifier.model.eval()
-
-    def forward(x: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            return classifier.logits(x).float().cpu().numpy()
-
+    device = next(classifier.model.parameters()).device
+    forward = torch_forward(WaveLogits(classifier), device, lambda net, x: net(x), precision, compile_model)
     run = score_windows(trials, forward, crop, "full", crop // 2, batch_size, num_workers, skipped, desc="evaluate")
     kept = [t for t in trials if t.utt_id in run.outputs]
     if not kept:
         return np.zeros((0, 0)), kept, float("nan")
     stacked = torch.stack([torch.from_numpy(run.outputs[t.utt_id]).float().softmax(dim=-1).mean(dim=0) for t in kept])
     targets = torch.tensor([t.label for t in kept])
-    loss = F.nll_loss(stacked.clamp_min(1e-12).log(), targets, weight=class_weight).item()
+    weight = None if class_weight is None else class_weight.cpu()
+    loss = F.nll_loss(stacked.clamp_min(1e-12).log(), targets, weight=weight).item()
     return stacked.numpy(), kept, loss
 
 
@@ -81,15 +98,13 @@ class SERTask:
 
     def __init__(self, classifier: Classifier, config: dict, splits: dict[str, list[Trial]], run_dir: Path,
                  weight: torch.Tensor | None, skipped: SkipReport) -> None:
-        self.classifier, self.model = classifier, classifier.model
+        self.classifier, self.model, self.train_module = classifier, classifier.model, WaveLogits(classifier)
         self.config, self.splits, self.run_dir, self.weight, self.skipped = config, splits, run_dir, weight, skipped
         self.names = class_names(config)
         self.crop = round(config.get("crop_seconds", 3.0) * SAMPLE_RATE)
 
-    def loss(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.classifier.logits(augment(batch.x, self.config))
-        weight = None if self.weight is None else self.weight.to(logits.device)
-        return F.cross_entropy(logits, batch.labels.to(logits.device), weight=weight), logits
+    def loss(self, net: nn.Module, batch: Batch) -> StepLoss:
+        return weighted_cross_entropy(net(augment(batch.x, self.config)), batch.labels, self.weight)
 
     def start_epoch(self, epoch: int) -> None:
         self.classifier.start_epoch(epoch, self.config)
@@ -97,7 +112,7 @@ class SERTask:
     def validate(self, epoch: int) -> Validation:
         probabilities, kept, dev_loss = clip_probabilities(
             self.classifier, self.splits["dev"], self.crop, self.config["batch_size"], self.config.get("num_workers", 0),
-            self.skipped, self.weight)
+            self.skipped, self.weight, self.config.get("precision"), str_to_bool(self.config.get("compile", False)))
         dev = classification_report([t.label for t in kept], probabilities.argmax(axis=1).tolist(), self.names)
         return Validation({"dev_loss": dev_loss, "dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"]},
                           dev["macro_f1"], f"dev accuracy {100 * dev['accuracy']:.1f} %, dev macro-F1 {dev['macro_f1']:.3f}")
@@ -106,7 +121,8 @@ class SERTask:
         return best is None or value > best
 
     def new_best(self, epoch: int, row: dict) -> None:
-        self.classifier.save(self.run_dir / MODEL_DIR)
+        if distributed.is_main():
+            self.classifier.save(self.run_dir / MODEL_DIR)
 
     def extra_state(self) -> dict:
         return {}
@@ -121,13 +137,13 @@ def initial_classifier(config: dict, run_dir: Path, seed: int) -> Classifier:
     names = class_names(config)
     if config["backend"] == "acrnn":
         return ACRNNClassifier.build(tuple(config.get("acrnn_dims", ACRNN_DIMS)), names, seed)
-    start = (HFClassifier.build_scratch(config["scratch"], names, run_dir / "init", seed) if "scratch" in config
-             else config["ser_path"])
+    start = (distributed.on_main(HFClassifier.build_scratch, config["scratch"], names, run_dir / "init", seed)
+             if "scratch" in config else config["ser_path"])
     return HFClassifier.load(start, names, mask_time_prob=config.get("mask_time_prob", 0.05))
 
 
 def train_classifier(config: dict, splits: dict[str, list[Trial]], run_dir: Path, seed: int, device: torch.device,
-                     resume: dict | None) -> Classifier:
+                     resume: dict | None, settings: TrainSettings = TrainSettings()) -> Classifier:
     """Train with early stopping on dev macro-F1 and return the best dev epoch (also saved to
     ``run_dir/model``). A checkpoint after every epoch makes the run resumable."""
     names = class_names(config)
@@ -138,16 +154,18 @@ def train_classifier(config: dict, splits: dict[str, list[Trial]], run_dir: Path
     batch_size = config["batch_size"]
     generator = torch.Generator().manual_seed(seed)
     train_loader = make_loader(TrialDataset(splits["train"], crop, "train"), batch_size, True,
-                               config.get("num_workers", 0), generator, drop_last=len(splits["train"]) > batch_size)
-    optimizer, scheduler = create_optimizer(trainable_parameters(classifier.model), config["optim_config"],
-                                            config["num_epochs"] * len(train_loader))
-    weight = class_weights(splits["train"], len(names)) if str_to_bool(config.get("class_weights", True)) else None
+                               config.get("num_workers", 0), seed, distributed.rank(), distributed.world_size(),
+                               generator)
+    steps = -(-len(train_loader) // settings.grad_accum_steps) * config["num_epochs"]
+    optimizer, scheduler = create_optimizer(trainable_parameters(classifier.model), config["optim_config"], steps)
+    weight = (class_weights(splits["train"], len(names)).to(device)
+              if str_to_bool(config.get("class_weights", True)) else None)
     skipped = SkipReport(tqdm.write)
     task = SERTask(classifier, config, splits, run_dir, weight, skipped)
-    result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
-                 generator=generator, device=device, skips=skipped,
-                 patience=config.get("patience", config["num_epochs"]), resume=resume)
-    plot_curves(result.rows, run_dir / CURVES_PNG)
+    fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
+        generator=generator, device=device, skips=skipped, settings=settings,
+        patience=config.get("patience", config["num_epochs"]), resume=resume)
+    distributed.barrier()  # the best epoch's directory is written by rank 0
     best = load_classifier(run_dir / MODEL_DIR)  # the best dev epoch
     classifier.model.load_state_dict(best.model.state_dict())
     return classifier
@@ -162,14 +180,16 @@ def report_classifier(classifier: Classifier, config: dict, splits: dict[str, li
     reports, kept_splits = {}, dict(splits)
     for name in ("dev", "test"):
         probabilities, kept, _ = clip_probabilities(classifier, splits[name], crop, config["batch_size"],
-                                                    config.get("num_workers", 0), skipped)
+                                                    config.get("num_workers", 0), skipped, None,
+                                                    config.get("precision"), str_to_bool(config.get("compile", False)))
         reports[name] = classification_report([t.label for t in kept], probabilities.argmax(axis=1).tolist(), names)
         kept_splits[name] = kept
     print_report("dev", reports["dev"])
-    return write_report(run_dir, config, kept_splits, reports, extra, skipped)
+    return write_report(distributed.output_dir(run_dir), config, kept_splits, reports, extra, skipped)
 
 
-def predict_folder(folder: Path, model_dir: Path, output: Path, crop_seconds: float, device: torch.device) -> int:
+def predict_folder(folder: Path, model_dir: Path, output: Path, crop_seconds: float, device: torch.device,
+                   precision: str | None = None) -> int:
     """Write ``output`` (TSV: path relative to ``folder``, then the probability of each class);
     unreadable files are warned about and left out. Returns the number of files that failed."""
     files = find_audio_files(folder, "--predict")
@@ -177,7 +197,8 @@ def predict_folder(folder: Path, model_dir: Path, output: Path, crop_seconds: fl
     classifier.model.to(device)
     trials = [Trial(path.as_posix(), folder / path, 0) for path in files]
     skipped = SkipReport(lambda message: print(message, file=sys.stderr))
-    probabilities, kept, _ = clip_probabilities(classifier, trials, round(crop_seconds * SAMPLE_RATE), 8, 0, skipped)
+    probabilities, kept, _ = clip_probabilities(classifier, trials, round(crop_seconds * SAMPLE_RATE), 8, 0, skipped,
+                                                None, precision)
     with open(output, "w") as handle:
         handle.write("\t".join(("path", *classifier.labels)) + "\n")
         for trial, row in zip(kept, probabilities):
@@ -196,13 +217,28 @@ def model_dir_from(args: argparse.Namespace, config: dict) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``train_ser.py``: predict, evaluate, or train (new or resumed); returns the exit code."""
+    """``train_ser.py``: predict, evaluate, or train (new or resumed); returns the exit code.
+    Started by torchrun, the processes train (and evaluate) together."""
+    device = distributed.init(select_device(args.device))
+    try:
+        return run_on(args, device)
+    finally:
+        distributed.shutdown()
+
+
+def run_on(args: argparse.Namespace, device: torch.device) -> int:
     config = load_ser_config(Path(args.resume) / "config.conf" if args.resume else args.config) \
         if (args.config or args.resume) else {}
-    device = select_device(args.device)
+    apply_overrides(config, args.precision, args.compile)
+    if distributed.world_size() > 1 and (args.predict or config.get("backend", "").startswith("egemaps")):
+        raise ConfigError("--predict and the egemaps backends run in one process: start them with python, "
+                          "not torchrun")
+    settings = train_settings(config, device, args.tensorboard)
+    set_tf32(settings.precision)
     if args.predict:
         crop = args.crop_seconds or config.get("crop_seconds", 3.0)
-        return int(predict_folder(Path(args.predict), model_dir_from(args, config), Path(args.output), crop, device) > 0)
+        return int(predict_folder(Path(args.predict), model_dir_from(args, config), Path(args.output), crop, device,
+                                  config.get("precision")) > 0)
 
     resume = None
     if args.resume:
@@ -215,8 +251,8 @@ def run(args: argparse.Namespace) -> int:
                + f"; classes: {', '.join(class_names(config))}")
     if not args.resume:
         suffix = ("_eval" if args.eval else "") + (f"_{args.comment}" if args.comment else "")
-        run_dir = new_run_dir(Path(args.output_dir) / f"{Path(args.config).stem}{suffix}")
-        (run_dir / "config.conf").write_text(json.dumps(config, indent=4))
+        run_dir = Path(args.output_dir) / f"{Path(args.config).stem}{suffix}"
+        create_run(run_dir, config)
 
     if config["backend"] == "egemaps_rf":
         run_egemaps_rf(config, splits, run_dir, seed, Path(args.output_dir))
@@ -231,14 +267,15 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{model_dir} was trained for the classes {', '.join(classifier.labels)}, "
                               f"the config's emotion_map gives {', '.join(class_names(config))}")
         metrics = model_dir.parent / METRICS_CSV
-        if metrics.is_file():  # the model's own training run: redraw its curves beside the report
+        if metrics.is_file() and distributed.is_main():  # the model's own training run: redraw its curves here
             with open(metrics, newline="") as handle:
-                plot_curves(list(csv.DictReader(handle)), run_dir / CURVES_PNG)
+                plot_training_curves(list(csv.DictReader(handle)), run_dir / CURVES_PNG)
         classifier.model.to(device)
         report_classifier(classifier, config, splits, run_dir, {"model": str(model_dir)})
         return 0
     started = time.time()
-    classifier = train_classifier(config, splits, run_dir, seed, device, resume)
+    classifier = train_classifier(config, splits, run_dir, seed, device, resume, settings)
     report_classifier(classifier, config, splits, run_dir,
-                      {"model": str(run_dir / MODEL_DIR), "training_seconds": round(time.time() - started, 1)})
+                      {"model": str(run_dir / MODEL_DIR), "training_seconds": round(time.time() - started, 1),
+                       "training": settings_summary(settings, config["batch_size"])})
     return 0

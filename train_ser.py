@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from config import ConfigError
+from engine import add_training_arguments
 from ser_train import run
 
 
@@ -34,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", default="emotion_probs.tsv", help="--predict: the TSV to write")
     parser.add_argument("--crop_seconds", type=float, help="--predict: window length (default: the config's, else 3)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    add_training_arguments(parser)
     args = parser.parse_args(argv)
     if not (args.config or args.resume or (args.predict and args.model)):
         parser.error("--config is required (or --resume RUN_DIR, or --predict DIR --model MODEL_DIR)")

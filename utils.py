@@ -43,13 +43,16 @@ def parameter_groups(model: nn.Module, optim_config: dict) -> list:
 
 
 def seed_everything(seed: int, deterministic: bool = True, benchmark: bool = False) -> None:
-    """Seed python, numpy and torch (all devices) and set the cuDNN switches from the config."""
+    """Seed python, numpy and torch (all devices) and set the cuDNN switches from the config:
+    cuDNN's autotuner (fastest kernels per input shape) is on whenever determinism is not
+    requested; ``benchmark`` also turns it on with determinism (choosing among deterministic
+    kernels only)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
     torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = benchmark
+    torch.backends.cudnn.benchmark = benchmark or not deterministic
 
 
 def create_optimizer(parameters, optim_config: dict, total_steps: int):

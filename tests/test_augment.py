@@ -277,10 +277,14 @@ def test_dataset_draws_depend_on_seed_epoch_and_file_not_on_workers(tiny_la):
     trials = [t for t in la_trials(tiny_la, "train") if "9999999" not in t.utt_id]
     augmentation = build_augmentation({"augmentation": {"rawboost": {"algo": 3}}})
 
-    def batches(workers: int, epoch: int, seed: int = 7) -> list[torch.Tensor]:
+    def loader(workers: int, seed: int = 7):
         dataset = TrialDataset(trials, 8000, "first", augment=augmentation, seed=seed)
-        dataset.set_epoch(epoch)
-        return [b.x for b in make_loader(dataset, 4, shuffle=False, num_workers=workers)]
+        return make_loader(dataset, 4, shuffle=False, num_workers=workers)
+
+    def batches(workers: int, epoch: int, seed: int = 7) -> list[torch.Tensor]:
+        epoch_loader = loader(workers, seed)
+        epoch_loader.sampler.set_epoch(epoch)  # as the training loop does
+        return [b.x for b in epoch_loader]
 
     serial = batches(0, 1)
     assert all(torch.equal(a, b) for a, b in zip(serial, batches(2, 1)))
@@ -288,6 +292,13 @@ def test_dataset_draws_depend_on_seed_epoch_and_file_not_on_workers(tiny_la):
     assert not any(torch.equal(a, b) for a, b in zip(serial, batches(0, 1, seed=8)))
     clean = [b.x for b in make_loader(TrialDataset(trials, 8000, "first"), 4, shuffle=False, num_workers=0)]
     assert not any(torch.equal(a, b) for a, b in zip(serial, clean))
+    # Workers that persist across epochs still draw each epoch's augmentation.
+    persistent, drawn = loader(2), []
+    for epoch in (1, 2):
+        persistent.sampler.set_epoch(epoch)
+        drawn.append([b.x for b in persistent])
+    assert all(torch.equal(a, b) for a, b in zip(drawn[0], serial))
+    assert all(torch.equal(a, b) for a, b in zip(drawn[1], batches(0, 2)))
 
 
 def test_training_with_augmentation_resumes_exactly_and_augments_training_data_only(tmp_path, tiny_la, monkeypatch):

@@ -106,9 +106,7 @@ def test_train_mode_crops_are_reproducible_with_seeded_loader(tmp_path):
     dataset = TrialDataset([Trial("long", path, 1)] * 4, 8000, "train")
 
     def crops(seed):
-        generator = torch.Generator()
-        generator.manual_seed(seed)
-        loader = make_loader(dataset, 4, shuffle=True, num_workers=1, generator=generator)
+        loader = make_loader(dataset, 4, shuffle=True, num_workers=1, seed=seed)
         return next(iter(loader)).x
 
     assert torch.equal(crops(1), crops(1))

@@ -20,6 +20,8 @@ from typing import Iterator, Sequence, TypedDict
 import numpy as np
 import numpy.typing as npt
 
+from text_lines import numbered_fields
+
 BONAFIDE = "bonafide"
 SPOOF = "spoof"
 CM_KEYS = (BONAFIDE, SPOOF)
@@ -258,14 +260,7 @@ def eer_bootstrap_ci(
 def score_file_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, list[str]]]:
     """(line number, whitespace-separated fields) of each non-blank line of a text file; bytes that
     are not UTF-8 raise :class:`ScoreFileError` naming the line."""
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                fields = raw.decode("utf-8").split()
-            except UnicodeDecodeError:
-                raise ScoreFileError(path, "not UTF-8 text", line_no) from None
-            if fields:
-                yield line_no, fields
+    yield from numbered_fields(path, lambda reason, line_no: ScoreFileError(path, reason, line_no))
 
 
 def _read_score_lines(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from data_utils import AUDIO_EXTENSIONS, Trial
+from text_lines import numbered_fields
 
 # Spellings of emotions in the corpora, mapped to the names reports use (those of the emotional
 # TTS set and RAVDESS): ESD writes "Surprise", EmoSpoof-TTS "Happiness", RAVDESS "fearful".
@@ -50,14 +51,7 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, whitespace-separated fields) of each non-blank line."""
     if not path.is_file():
         raise DatasetError(path, "file not found")
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                fields = raw.decode("utf-8").split()
-            except UnicodeDecodeError:
-                raise DatasetError(path, "not UTF-8 text", number) from None
-            if fields:
-                yield number, fields
+    yield from numbered_fields(path, lambda reason, number: DatasetError(path, reason, number))
 
 
 def table_rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...] | None = (),

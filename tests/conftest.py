@@ -361,3 +361,25 @@ def small_devkit(shared_dir, root, train: int = 8, test: int = 6, spoof_per_atta
         spoof = [line for group in by_attack.values() for line in group][:keep if split == "train" else None]
         (protocols / f"ASVspoof2019.LA.cm.{name}.txt").write_text("\n".join(bonafide + spoof) + "\n")
     return root
+
+
+DEVKIT_EVAL_ATTACKS = {"T01", "T03", "T06", "V01", "V03", "V04"}
+
+
+def train_then_evaluate_again(config_path: Path, tmp_path: Path) -> tuple[Path, dict]:
+    """main.py trains ``config_path`` (one epoch, a devkit LA layout and DSES), the report covers
+    LA eval's attacks and DSES's emotions, and ``--eval`` of the final weights gives the same LA
+    eval EER. Returns the run folder and its report."""
+    import main as main_module
+
+    main_module.main(["--config", str(config_path), "--output_dir", str(tmp_path / "runs")])
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 2  # header and one epoch
+    report = json.loads((run_dir / "eval_report.json").read_text())
+    assert set(report["la_eval"]["per_attack"]) == DEVKIT_EVAL_ATTACKS
+    assert set(report["emotional_set"]["per_emotion"]) == {"angry", "happy", "neutral", "sad", "surprised"}
+    main_module.main(["--config", str(config_path), "--eval", "--eval_model_weights", str(run_dir / "weights/final.pth"),
+                      "--output_dir", str(tmp_path / "eval"), "--comment", "again"])
+    again = json.loads(next((tmp_path / "eval").iterdir()).joinpath("eval_report.json").read_text())
+    assert again["la_eval"]["eer"] == pytest.approx(report["la_eval"]["eer"])
+    return run_dir, report

@@ -12,14 +12,13 @@ import torch
 import torch.nn.functional as F
 
 import inference
-import main as main_module
 from checkpoint import load_weights
 from corpora.asvspoof import la_trials
 from data_utils import load_audio
 from metrics import compute_eer
 from cm_config import load_config
 from models.registry import build_model
-from tests.conftest import REPO, small_devkit
+from tests.conftest import REPO, small_devkit, train_then_evaluate_again
 from utils import count_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -161,18 +160,8 @@ def devkit_config(shared_dir, tmp_path, architecture: str) -> dict:
 def test_runs_through_main_eval_inference_and_onnx(shared_dir, tmp_path, architecture):
     config_path = tmp_path / "model.conf"
     config_path.write_text(json.dumps(devkit_config(shared_dir, tmp_path, architecture)))
-    main_module.main(["--config", str(config_path), "--output_dir", str(tmp_path / "runs")])
-    run_dir = next((tmp_path / "runs").iterdir())
-    assert len(list(csv.DictReader(open(run_dir / "metrics.csv")))) == 1
-    report = json.loads((run_dir / "eval_report.json").read_text())
-    assert set(report["la_eval"]["per_attack"]) == {"T01", "T03", "T06", "V01", "V03", "V04"}
-    assert set(report["emotional_set"]["per_emotion"]) == {"angry", "happy", "neutral", "sad", "surprised"}
-
+    run_dir, _ = train_then_evaluate_again(config_path, tmp_path)
     weights = run_dir / "weights/final.pth"
-    main_module.main(["--config", str(config_path), "--eval", "--eval_model_weights", str(weights),
-                      "--output_dir", str(tmp_path / "eval"), "--comment", "again"])
-    again = json.loads(next((tmp_path / "eval").iterdir()).joinpath("eval_report.json").read_text())
-    assert again["la_eval"]["eer"] == pytest.approx(report["la_eval"]["eer"])
 
     scores = {}
     for name, extra in (("optimised", []), ("eager", ["--eager"])):

@@ -45,11 +45,19 @@ class Run:
         return SEED_SUFFIX.sub("", self.path.name)
 
     def score_file(self, which: str) -> Path | None:
-        """The per-trial scores of ``la_eval`` (named at the report's top level) or ``emotional_set``."""
+        """The per-trial scores of ``la_eval`` (named at the report's top level) or ``emotional_set``.
+        The report names the file as the run saw it (often relative to where it was started); a run
+        folder that was moved, or read from elsewhere, still has the file beside its report."""
         if which not in self.report:
             return None
         name = self.report.get("score_file") if which == "la_eval" else self.report[which].get("score_file")
-        return Path(name) if name else None
+        if not name:
+            return None
+        if not Path(name).is_file() and (self.path / Path(name).name).is_file():
+            return self.path / Path(name).name
+        if not Path(name).is_file():
+            raise ConfigError(f"{self.path}: the score file its report names is missing: {name}")
+        return Path(name)
 
     def metrics(self) -> dict[str, float]:
         """The figures compared across seeds (absent ones left out)."""

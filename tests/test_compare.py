@@ -74,6 +74,25 @@ def test_summary_and_paired_tests(runs, tmp_path):
     assert (out / "comparison.png").stat().st_size > 0
 
 
+def test_moved_run_folders_find_their_scores_and_a_missing_file_is_one_line(runs, tmp_path, monkeypatch, capsys):
+    """Reports name score files as the run saw them (relative to where it started): a run folder
+    read from elsewhere uses the file beside its report; a deleted one is a one-line error."""
+    for run in runs.glob("LA_*"):
+        report = json.loads((run / "eval_report.json").read_text())
+        report["score_file"] = f"runs/{run.name}/eval_scores.txt"  # relative to a folder we are not in
+        (run / "eval_report.json").write_text(json.dumps(report))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    folders = [str(runs / f"LA_{m}_seed{s}") for m in "AB" for s in (1, 2, 3)]
+    assert compare.main(folders + ["--output_dir", str(out), "--n_boot", "50"]) == 0
+    assert json.loads((out / "comparison.json").read_text())["models"]["LA_B"]["paired_vs_baseline"]["LA eval"]
+    (runs / "LA_B_seed2" / "eval_scores.txt").unlink()
+    capsys.readouterr()
+    assert compare.main(folders + ["--output_dir", str(out), "--n_boot", "50"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "LA_B_seed2" in error and "score file" in error
+
+
 def test_paired_bootstrap_on_noisy_null_and_small_effect(tmp_path):
     """Two models drawn from the same distribution: not significant; a real but moderate shift: significant."""
     utts, keys, _ = base_scores(0, n=400)

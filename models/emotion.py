@@ -55,28 +55,25 @@ class EmotionConditionedModel(KeepsFrozen):
         takes the previous batch's), so the model sees a real but mismatched emotion.
         """
         e = F.normalize(self.ser(x), dim=-1)
-        if self.ablation == "zero":
-            return torch.zeros_like(e)
-        if self.ablation == "shuffle":
-            previous, self._last_emotion = self._last_emotion, e.detach()
-            if len(e) > 1:
-                return e.roll(1, dims=0)
-            if previous is None:
-                raise ValueError("emotion_ablation 'shuffle' needs at least two utterances in the first batch")
-            return previous[:1]
-        return e
+        return self._ablated(e, torch.zeros_like(e))
 
     def emotion_posterior(self, x: torch.Tensor) -> torch.Tensor:
         """The SER's emotion probabilities of each waveform, after the configured ablation: ``zero``
         gives the uniform distribution (no emotion information), ``shuffle`` the batch neighbour's."""
         p = self.ser.posterior(x)
+        return self._ablated(p, torch.full_like(p, 1 / p.size(-1)))
+
+    def _ablated(self, values: torch.Tensor, uninformative: torch.Tensor) -> torch.Tensor:
+        """``values`` (one row per utterance) after the configured ablation: ``uninformative`` for
+        ``zero``; for ``shuffle`` each row's batch neighbour (a one-utterance batch takes the
+        previous batch's)."""
         if self.ablation == "zero":
-            return torch.full_like(p, 1 / p.size(-1))
+            return uninformative
         if self.ablation == "shuffle":
-            previous, self._last_emotion = self._last_emotion, p.detach()
-            if len(p) > 1:
-                return p.roll(1, dims=0)
+            previous, self._last_emotion = self._last_emotion, values.detach()
+            if len(values) > 1:
+                return values.roll(1, dims=0)
             if previous is None:
                 raise ValueError("emotion_ablation 'shuffle' needs at least two utterances in the first batch")
             return previous[:1]
-        return p
+        return values

@@ -367,14 +367,15 @@ DEVKIT_EVAL_ATTACKS = {"T01", "T03", "T06", "V01", "V03", "V04"}
 
 
 def train_then_evaluate_again(config_path: Path, tmp_path: Path) -> tuple[Path, dict]:
-    """main.py trains ``config_path`` (one epoch, a devkit LA layout and DSES), the report covers
-    LA eval's attacks and DSES's emotions, and ``--eval`` of the final weights gives the same LA
-    eval EER. Returns the run folder and its report."""
+    """main.py trains ``config_path`` (a devkit LA layout and DSES), metrics.csv has a row per
+    epoch, the report covers LA eval's attacks and DSES's emotions, and ``--eval`` of the final
+    weights gives the same LA eval EER. Returns the run folder and its report."""
     import main as main_module
 
     main_module.main(["--config", str(config_path), "--output_dir", str(tmp_path / "runs")])
     run_dir = next((tmp_path / "runs").iterdir())
-    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 2  # header and one epoch
+    epochs = json.loads(config_path.read_text())["num_epochs"]
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + epochs
     report = json.loads((run_dir / "eval_report.json").read_text())
     assert set(report["la_eval"]["per_attack"]) == DEVKIT_EVAL_ATTACKS
     assert set(report["emotional_set"]["per_emotion"]) == {"angry", "happy", "neutral", "sad", "surprised"}

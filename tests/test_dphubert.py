@@ -3,6 +3,7 @@ component names, a pruned size per layer: a convolution with fewer channels, lay
 attention heads and different feed-forward widths) loads strictly and computes what a direct
 functional computation of that layout computes; ssl_layers and freezing work; the SSL model
 takes the AASIST or the SEMAA back end."""
+import csv
 import json
 
 import numpy as np
@@ -10,11 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import inference
 from cm_config import load_config, validate_config
 from config import ConfigError
 from models.registry import build_model
 from models.ssl import SSLEncoder
-from tests.conftest import REPO, assert_learns
+from tests.conftest import REPO, assert_learns, small_devkit, train_then_evaluate_again
 from utils import count_parameters, trainable_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -225,3 +227,30 @@ def test_onnx_export_of_both_back_ends(dphubert_file, tmp_path):
                              "ssl_layers": [1, 2, 3], "back_end": back_end, **BACK_END}).eval()
         difference = export_onnx(model, tmp_path / f"{back_end}.onnx", 8000)
         assert difference is not None and difference < 1e-4, back_end
+
+
+def test_main_eval_and_inference_with_the_semaa_back_end(dphubert_file, shared_dir, tmp_path):
+    """config/AASIST_DPHuBERT.conf with the tiny checkpoint and the SEMAA back end: main.py trains
+    (one epoch on a few devkit trials; random weights, so this shows the plumbing, not learning),
+    --eval reports per attack and per emotion, and inference.py scores a folder the same eagerly
+    and on the optimised CPU path."""
+    path, _ = dphubert_file
+    config = json.loads((REPO / "config/AASIST_DPHuBERT.conf").read_text())
+    config["model_config"].update(nb_samp=16000, ssl_path=str(path), ssl_layers="weighted", back_end="SEMAA",
+                                  **BACK_END)
+    config.update(database_path=str(small_devkit(shared_dir, tmp_path / "LA")),
+                  emo_dataset=str(shared_dir / "data/devkit/DSES"), emo_bonafide_system="ESD", num_epochs=1,
+                  batch_size=8, num_workers=0, eval_mode="first", swa=False)
+    config_path = tmp_path / "dphubert.conf"
+    config_path.write_text(json.dumps(config))
+    run_dir, _ = train_then_evaluate_again(config_path, tmp_path)
+
+    scores = {}
+    for name, extra in (("optimised", []), ("eager", ["--eager"])):
+        output = tmp_path / f"{name}.tsv"
+        assert inference.main(["--config", str(config_path), "--test_dir", str(shared_dir / "examples"), "--weights",
+                               str(run_dir / "weights/final.pth"), "--output_file", str(output), "--num_workers", "0",
+                               "--no_progress", *extra]) == 0
+        scores[name] = [float(row["score"]) for row in csv.DictReader(open(output), delimiter="\t")]
+    assert len(scores["eager"]) == 4
+    np.testing.assert_allclose(scores["optimised"], scores["eager"], atol=1e-4)

@@ -1,7 +1,7 @@
 """SEMAA and Rawformer: published parameter counts, state dicts written here in the layout of the
 public code (AntiSpoof hackathon: ``spoof5/Baseline-AASIST/models/SEMAAmodel.py``,
-``rawformer_asv_spoof/models``) loading strictly and giving the logits that code gives, short devkit
-training through main.py, and --eval / inference.py / ONNX on the trained weights."""
+``rawformer_asv_spoof/models``) loading strictly and giving the logits that code gives, training from scratch
+on the devkit through main.py to below chance, and --eval / inference.py / ONNX on the trained weights."""
 import csv
 import json
 
@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import torch.nn.functional as F
-
 import inference
 from checkpoint import load_weights
-from corpora.asvspoof import la_trials
-from data_utils import load_audio
-from metrics import compute_eer
+from metrics import compute_eer, eer_bootstrap_ci, read_cm_scores
 from cm_config import load_config
 from models.registry import build_model
-from tests.conftest import REPO, small_devkit, train_then_evaluate_again
+from tests.conftest import REPO, train_then_evaluate_again
 from utils import count_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -138,7 +134,7 @@ def test_rawformer_reference_layout_loads_strictly_and_gives_the_reference_outpu
 
 
 # ---------------------------------------------------------------------------------------------
-# Devkit: main.py (train, --eval with per-attack and per-emotion reports), inference.py, ONNX
+# Devkit: trained from scratch through main.py to below chance, then --eval, inference.py, ONNX
 
 TINY = {
     "SEMAA": {"architecture": "SEMAA", "first_conv": 128, "filts": [70, [1, 8], [8, 8], [8, 16], [16, 16]],
@@ -146,23 +142,47 @@ TINY = {
     "Rawformer": {"architecture": "Rawformer", "sinc_filters": 20, "blocks": [[1, 8], [8, 8], [8, 16], [16, 16]],
                   "encoders": 1, "heads": 2, "ffn_dim": 16},
 }
+# Crop and epochs per model. SEMAA needs 1-s crops: shorter ones leave a single node per readout
+# set, whose standard deviation is undefined (as in the public code). One epoch is 29 steps of 16.
+RECIPE = {"SEMAA": {"nb_samp": 16000, "num_epochs": 5}, "Rawformer": {"nb_samp": 8000, "num_epochs": 8}}
 
 
-def devkit_config(shared_dir, tmp_path, architecture: str) -> dict:
+def devkit_config(shared_dir, architecture: str) -> dict:
+    """The shipped devkit config with a tiny model on the whole devkit (472 training trials, dev
+    and LA eval scored over sliding windows, the DSES emotional set), learning rate 3e-3."""
     config = json.loads((REPO / f"config/{architecture}_devkit.conf").read_text())
-    config["model_config"] = {**TINY[architecture], "nb_samp": 16000}
-    config.update(database_path=str(small_devkit(shared_dir, tmp_path / "LA")), num_epochs=1, batch_size=8,
-                  emo_dataset=str(shared_dir / "data/devkit/DSES"), num_workers=0, eval_mode="first", swa=False)
+    config["model_config"] = {**TINY[architecture], "nb_samp": RECIPE[architecture]["nb_samp"]}
+    config["optim_config"]["base_lr"] = 3e-3
+    config.update(database_path=str(shared_dir / "data/devkit/LA"), emo_dataset=str(shared_dir / "data/devkit/DSES"),
+                  num_epochs=RECIPE[architecture]["num_epochs"], batch_size=16, num_workers=0, eval_mode="full",
+                  swa=False)
     return config
 
 
 @pytest.mark.parametrize("architecture", ["SEMAA", "Rawformer"])
-def test_runs_through_main_eval_inference_and_onnx(shared_dir, tmp_path, architecture):
+def test_trains_on_the_devkit_below_chance_then_runs_through_eval_inference_and_onnx(shared_dir, tmp_path,
+                                                                                     architecture):
+    """From scratch, a few minutes of CPU: the training loss falls, and on held-out speakers the
+    dev EER of the model main.py selects is below 35 % with a 95 % bootstrap interval below 50 %
+    (40 bona fide and 90 spoof dev trials: a random scorer's interval spans about 40-60 %), and
+    the LA eval EER (never used for selection, with the unseen attack V04) is below 45 %. Measured
+    at main.py's default seed (dev / LA eval): SEMAA 25.3 / 32.9, Rawformer 22.9 / 30.3; over seeds
+    1 and 2 the dev EER stays at or below 30.6 % and the LA eval EER varies more (up to 42.5 %;
+    docs/testing.md)."""
     config_path = tmp_path / "model.conf"
-    config_path.write_text(json.dumps(devkit_config(shared_dir, tmp_path, architecture)))
-    run_dir, _ = train_then_evaluate_again(config_path, tmp_path)
-    weights = run_dir / "weights/final.pth"
+    config_path.write_text(json.dumps(devkit_config(shared_dir, architecture)))
+    run_dir, report = train_then_evaluate_again(config_path, tmp_path)
+    epochs = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert float(epochs[-1]["train_loss"]) < 0.85 * float(epochs[0]["train_loss"]), [e["train_loss"] for e in epochs]
+    dev = read_cm_scores(run_dir / "dev_scores.txt")
+    bonafide, spoof = dev.scores[dev.keys == "bonafide"], dev.scores[dev.keys == "spoof"]
+    eer = 100 * compute_eer(bonafide, spoof)[0]
+    low, high = eer_bootstrap_ci(bonafide, spoof)
+    print(f"{architecture}: dev EER {eer:.1f} % [{low:.1f}, {high:.1f}], LA eval {report['la_eval']['eer']:.1f} %")
+    assert eer < 35 and high < 50
+    assert report["la_eval"]["eer"] < 45
 
+    weights = run_dir / "weights/final.pth"
     scores = {}
     for name, extra in (("optimised", []), ("eager", ["--eager"])):
         output = tmp_path / f"{name}.tsv"
@@ -179,47 +199,3 @@ def test_runs_through_main_eval_inference_and_onnx(shared_dir, tmp_path, archite
                            str(onnx_path), "--output_file", str(output), "--num_workers", "0", "--no_progress"]) == 0
     onnx_scores = [float(row["score"]) for row in csv.DictReader(open(output), delimiter="\t")]
     np.testing.assert_allclose(onnx_scores, scores["eager"], atol=1e-4)
-
-
-# Short training on devkit speech (a direct loop, cheaper than main.py). SEMAA needs 1-s crops:
-# shorter ones leave a single node per readout set, whose standard deviation is undefined (as in
-# the public code).
-SAMPLES = {"SEMAA": 16000, "Rawformer": 8000}
-
-
-@pytest.mark.parametrize("architecture", ["SEMAA", "Rawformer"])
-def test_training_on_devkit_speech_lowers_the_loss(shared_dir, architecture):
-    """16 fixed devkit clips, 8 bona fide and 8 spoofs (T01 espeak, V03 Griffin-Lim), from scratch,
-    with the weighted cross-entropy of training: within 40 steps the loss must fall below 0.75 of
-    its start (measured: SEMAA 0.54 -> 0.26, Rawformer 0.50 -> 0.33). The EER on 20 + 20 held-out
-    dev clips is printed, not asserted: from scratch, a run of test size stays near chance on
-    held-out speakers (measured: 50 % and 40 % here; with 48 + 48 training clips, tiny SEMAA 47 %
-    after 40 steps, tiny Rawformer 35 % after 120; the full-size devkit runs are in
-    docs/models.md)."""
-    samples = SAMPLES[architecture]
-
-    def clips(split: str, n: int) -> tuple[torch.Tensor, np.ndarray]:
-        trials = la_trials(shared_dir / "data/devkit/LA", split)
-        chosen = [t for t in trials if t.label == 1][:n] + [t for t in trials if t.attack in ("T01", "V03")][:n]
-        waves = np.stack([np.resize(load_audio(t.path), samples) for t in chosen])
-        return torch.tensor(waves, dtype=torch.float32), np.array([t.label for t in chosen])
-
-    x_train, y_train = clips("train", 8)
-    torch.manual_seed(0)
-    model = build_model({**TINY[architecture], "nb_samp": samples}).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(40):
-        idx = torch.tensor(rng.choice(16, 8, replace=False))
-        loss = F.cross_entropy(model(x_train[idx])[1], torch.tensor(y_train)[idx], weight=torch.tensor([0.1, 0.9]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    x_dev, y_dev = clips("dev", 20)
-    with torch.no_grad():
-        scores = model.eval()(x_dev)[1][:, 1].numpy()
-    eer = 100 * compute_eer(scores[y_dev == 1], scores[y_dev == 0])[0]
-    print(f"{architecture}: loss {np.mean(losses[:5]):.3f} -> {np.mean(losses[-5:]):.3f}, dev EER {eer:.1f} %")
-    assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), np.round(losses, 3)

@@ -384,3 +384,51 @@ def train_then_evaluate_again(config_path: Path, tmp_path: Path) -> tuple[Path, 
     again = json.loads(next((tmp_path / "eval").iterdir()).joinpath("eval_report.json").read_text())
     assert again["la_eval"]["eer"] == pytest.approx(report["la_eval"]["eer"])
     return run_dir, report
+
+
+def assert_learned_below_chance(run_dir: Path, report: dict, loss_ratio: float) -> str:
+    """The devkit run in ``run_dir`` learned: the last epoch's training loss is below
+    ``loss_ratio`` of the first; the dev EER of the model main.py selected is below 35 % with its
+    95 % bootstrap interval below 50 % (40 bona fide and 90 spoof dev trials: a random scorer's EER
+    varies from about 38 to 62 %, its interval spans about 40 to 60 %); the LA eval EER, never
+    used for selection and with the unseen attack V04, is below 45 %. Returns the figures."""
+    import csv
+
+    from metrics import compute_eer, eer_bootstrap_ci, read_cm_scores
+
+    losses = [float(row["train_loss"]) for row in csv.DictReader(open(run_dir / "metrics.csv"))]
+    dev = read_cm_scores(run_dir / "dev_scores.txt")
+    bonafide, spoof = dev.scores[dev.keys == "bonafide"], dev.scores[dev.keys == "spoof"]
+    eer = 100 * compute_eer(bonafide, spoof)[0]
+    low, high = eer_bootstrap_ci(bonafide, spoof)
+    figures = (f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, dev EER {eer:.1f} % [{low:.1f}, {high:.1f}], "
+               f"LA eval EER {report['la_eval']['eer']:.1f} %")
+    assert losses[-1] < loss_ratio * losses[0], figures
+    assert eer < 35 and high < 50, figures
+    assert report["la_eval"]["eer"] < 45, figures
+    return figures
+
+
+def assert_inference_paths_agree(config_path: Path, weights: Path, folder: Path, tmp_path: Path,
+                                 onnx: bool = True) -> list[float]:
+    """inference.py scores ``folder`` the same (to 1e-4) on the optimised CPU path, eagerly and,
+    with ``onnx``, through an ONNX export of ``weights``. Returns the eager scores."""
+    import csv
+
+    import inference
+
+    common = ["--config", str(config_path), "--test_dir", str(folder), "--num_workers", "0", "--no_progress"]
+    paths = {"optimised": ["--weights", str(weights)], "eager": ["--weights", str(weights), "--eager"]}
+    if onnx:
+        onnx_path = tmp_path / "model.onnx"
+        assert inference.main(["--config", str(config_path), "--weights", str(weights), "--export-onnx",
+                               str(onnx_path)]) == 0
+        paths["onnx"] = ["--onnx", str(onnx_path)]
+    scores = {}
+    for name, extra in paths.items():
+        output = tmp_path / f"{name}.tsv"
+        assert inference.main([*common, "--output_file", str(output), *extra]) == 0
+        scores[name] = [float(row["score"]) for row in csv.DictReader(open(output), delimiter="\t")]
+    for name in scores:
+        np.testing.assert_allclose(scores[name], scores["eager"], atol=1e-4, err_msg=name)
+    return scores["eager"]

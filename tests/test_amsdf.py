@@ -1,7 +1,6 @@
-"""AMSDF: node-set shapes, frozen SSL and SER stay bit-identical under training, the model fits
-devkit clips, and it runs through main.py (train, --eval with per-attack and per-emotion reports)
-and inference.py (optimised, eager and ONNX)."""
-import csv
+"""AMSDF: node-set shapes, frozen SSL and SER stay bit-identical under training, a tiny AMSDF
+learns the devkit from scratch to below chance through main.py (train, --eval with per-attack and
+per-emotion reports) and runs through inference.py (optimised, eager and ONNX)."""
 import json
 
 import numpy as np
@@ -9,11 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import inference
 from checkpoint import load_weights
-from corpora.asvspoof import la_trials
-from data_utils import load_audio
-from tests.conftest import REPO, fairseq_name, small_devkit, train_then_evaluate_again
+from tests.conftest import (REPO, assert_inference_paths_agree, assert_learned_below_chance, fairseq_name,
+                            train_then_evaluate_again)
 from cm_config import load_config, validate_config
 from config import ConfigError
 from models.registry import build_model
@@ -111,61 +108,28 @@ def test_feature_pool_wider_than_the_features_is_a_config_error(tiny_ssl_dir):
         amsdf(tiny_ssl_dir, emotion_pool=[3, 64])
 
 
-def test_fits_devkit_clips(shared_dir, tiny_ssl_dir):
-    """Real speech against TTS: on 16 fixed half-second devkit clips (8 bona fide, 8 spoof) the
-    training loss must fall well below where it starts. (Generalisation needs far more steps.)"""
-    trials = la_trials(shared_dir / "data/devkit/LA", "train")
-    chosen = [t for t in trials if t.label == 1][:8] + [t for t in trials if t.label == 0][:8]
-    x_all = torch.tensor(np.stack([np.resize(load_audio(t.path), 8000) for t in chosen]), dtype=torch.float32)
-    y_all = torch.tensor([t.label for t in chosen])
-    torch.manual_seed(0)
-    np.random.seed(0)  # the sinc layer's frequency masking draws from NumPy's global generator
-    model = amsdf(tiny_ssl_dir).train()
-    optimizer = torch.optim.Adam(trainable_parameters(model), lr=1e-2)
-    rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(60):
-        idx = torch.tensor(rng.choice(len(chosen), 8, replace=False))
-        loss = F.cross_entropy(model(x_all[idx], Freq_aug=True)[1], y_all[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), np.round(losses, 3)
-
-
-def test_main_and_inference_run_amsdf(shared_dir, tiny_ssl_dir, tmp_path):
+def test_trains_on_the_devkit_below_chance_then_runs_through_eval_inference_and_onnx(shared_dir, tiny_ssl_dir,
+                                                                                     tmp_path):
+    """A tiny AMSDF (random text encoder, ACRNN emotion view trained along) from scratch through
+    main.py on the whole devkit: 6 epochs of 0.5-s crops, batch 16, learning rate 3e-3. Asserted
+    by ``assert_learned_below_chance``, with the loss below 0.95 of its start (the weighted
+    cross-entropy falls slowly here while the EER drops fast). Measured at main.py's default seed
+    (loss ratio, dev / LA eval EER): 0.90, 20.0 / 14.9 %; at seeds 1 and 2: 0.90, 20.6 / 25.0 %
+    and 0.84, 17.6 / 20.2 %. Then --eval, inference.py and ONNX export on the trained weights."""
     config = json.loads((REPO / "config/AMSDF_devkit.conf").read_text())
     config["model_config"].update({**TINY, "ssl_path": str(tiny_ssl_dir), "ser_config": TINY_ACRNN})
-    config.update(database_path=str(small_devkit(shared_dir, tmp_path / "LA")),
-                  emo_dataset=str(shared_dir / "data/devkit/DSES"),
-                  emotion_labels=str(shared_dir / "data/devkit/meta.tsv"), num_epochs=1, batch_size=8,
-                  num_workers=0, eval_mode="first", swa=False)
+    config["optim_config"]["base_lr"] = 3e-3
+    config.update(database_path=str(shared_dir / "data/devkit/LA"), emo_dataset=str(shared_dir / "data/devkit/DSES"),
+                  emotion_labels=str(shared_dir / "data/devkit/meta.tsv"), num_epochs=6, batch_size=16,
+                  num_workers=0, eval_mode="full", swa=False)
     config_path = tmp_path / "amsdf.conf"
     config_path.write_text(json.dumps(config))
 
     run_dir, report = train_then_evaluate_again(config_path, tmp_path)
     assert report["la_eval"]["min_tdcf"] is not None
-    weights = run_dir / "weights/final.pth"
-
-    scores = {}
-    for mode in ([], ["--eager"]):
-        output = tmp_path / f"scores{len(mode)}.tsv"
-        code = inference.main(["--config", str(config_path), "--test_dir", str(shared_dir / "examples"),
-                               "--weights", str(weights), "--output_file", str(output), "--num_workers", "0",
-                               "--no_progress", *mode])
-        assert code == 0
-        scores[len(mode)] = [float(row["score"]) for row in csv.DictReader(open(output), delimiter="\t")]
-    assert len(scores[0]) == 4
-    np.testing.assert_allclose(scores[0], scores[1], atol=1e-4)
-
-    onnx_path = tmp_path / "amsdf.onnx"
-    assert inference.main(["--config", str(config_path), "--weights", str(weights), "--export-onnx", str(onnx_path)]) == 0
-    output = tmp_path / "scores_onnx.tsv"
-    assert inference.main(["--config", str(config_path), "--test_dir", str(shared_dir / "examples"), "--onnx",
-                           str(onnx_path), "--output_file", str(output), "--num_workers", "0", "--no_progress"]) == 0
-    onnx_scores = [float(row["score"]) for row in csv.DictReader(open(output), delimiter="\t")]
-    np.testing.assert_allclose(onnx_scores, scores[1], atol=1e-4)
+    print("AMSDF", assert_learned_below_chance(run_dir, report, loss_ratio=0.95))
+    scores = assert_inference_paths_agree(config_path, run_dir / "weights/final.pth", shared_dir / "examples", tmp_path)
+    assert len(scores) == 4
 
 
 # ---------------------------------------------------------------------------------------------

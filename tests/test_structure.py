@@ -140,7 +140,7 @@ def test_readme_commands_name_real_scripts_and_options():
     passes is one that entry point offers."""
     listed = commands(readme())
     assert any(c[:3] == ["inference.py", "--config", "config/AASIST.conf"] for c in listed)
-    assert ["-m", "pytest", "-q", "tests"] in listed
+    assert ["-m", "pytest", "-q", "-n", "auto", "--maxprocesses", "4", "--dist", "worksteal", "tests"] in listed
     help_texts: dict[str, str] = {}
     for command in listed:
         if command[0] == "-m":

@@ -2,6 +2,7 @@
 entry-point runners, a local HTTP server. Test files import helpers from here only."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -395,8 +396,6 @@ def assert_learned_below_chance(run_dir: Path, report: dict, loss_ratio: float) 
     95 % bootstrap interval below 50 % (40 bona fide and 90 spoof dev trials: a random scorer's EER
     varies from about 38 to 62 %, its interval spans about 40 to 60 %); the LA eval EER, never
     used for selection and with the unseen attack V04, is below 45 %. Returns the figures."""
-    import csv
-
     from metrics import compute_eer, eer_bootstrap_ci, read_cm_scores
 
     losses = [float(row["train_loss"]) for row in csv.DictReader(open(run_dir / "metrics.csv"))]
@@ -416,8 +415,6 @@ def assert_inference_paths_agree(config_path: Path, weights: Path, folder: Path,
                                  onnx: bool = True) -> list[float]:
     """inference.py scores ``folder`` the same (to 1e-4) on the optimised CPU path, eagerly and,
     with ``onnx``, through an ONNX export of ``weights``. Returns the eager scores."""
-    import csv
-
     import inference
 
     common = ["--config", str(config_path), "--test_dir", str(folder), "--num_workers", "0", "--no_progress"]

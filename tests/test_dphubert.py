@@ -3,7 +3,6 @@ component names, a pruned size per layer: a convolution with fewer channels, lay
 attention heads and different feed-forward widths) loads strictly and computes what a direct
 functional computation of that layout computes; ssl_layers and freezing work; the SSL model
 takes the AASIST or the SEMAA back end."""
-import csv
 import json
 
 import numpy as np
@@ -11,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import inference
 from cm_config import load_config, validate_config
 from config import ConfigError
 from models.registry import build_model
 from models.ssl import SSLEncoder
-from tests.conftest import REPO, assert_learns, small_devkit, train_then_evaluate_again
+from tests.conftest import (REPO, assert_inference_paths_agree, assert_learns, small_devkit,
+                            train_then_evaluate_again)
 from utils import count_parameters, trainable_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -244,13 +243,6 @@ def test_main_eval_and_inference_with_the_semaa_back_end(dphubert_file, shared_d
     config_path = tmp_path / "dphubert.conf"
     config_path.write_text(json.dumps(config))
     run_dir, _ = train_then_evaluate_again(config_path, tmp_path)
-
-    scores = {}
-    for name, extra in (("optimised", []), ("eager", ["--eager"])):
-        output = tmp_path / f"{name}.tsv"
-        assert inference.main(["--config", str(config_path), "--test_dir", str(shared_dir / "examples"), "--weights",
-                               str(run_dir / "weights/final.pth"), "--output_file", str(output), "--num_workers", "0",
-                               "--no_progress", *extra]) == 0
-        scores[name] = [float(row["score"]) for row in csv.DictReader(open(output), delimiter="\t")]
-    assert len(scores["eager"]) == 4
-    np.testing.assert_allclose(scores["optimised"], scores["eager"], atol=1e-4)
+    scores = assert_inference_paths_agree(config_path, run_dir / "weights/final.pth", shared_dir / "examples", tmp_path,
+                                          onnx=False)
+    assert len(scores) == 4

@@ -53,11 +53,12 @@ class Run:
         name = self.report.get("score_file") if which == "la_eval" else self.report[which].get("score_file")
         if not name:
             return None
-        if not Path(name).is_file() and (self.path / Path(name).name).is_file():
-            return self.path / Path(name).name
-        if not Path(name).is_file():
-            raise ConfigError(f"{self.path}: the score file its report names is missing: {name}")
-        return Path(name)
+        path = Path(name)
+        if not path.is_file():
+            path = self.path / path.name
+            if not path.is_file():
+                raise ConfigError(f"{self.path}: the score file its report names is missing: {name}")
+        return path
 
     def metrics(self) -> dict[str, float]:
         """The figures compared across seeds (absent ones left out)."""

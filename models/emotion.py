@@ -55,20 +55,20 @@ class EmotionConditionedModel(KeepsFrozen):
         takes the previous batch's), so the model sees a real but mismatched emotion.
         """
         e = F.normalize(self.ser(x), dim=-1)
-        return self._ablated(e, torch.zeros_like(e))
+        return self._ablated(e, 0.0)
 
     def emotion_posterior(self, x: torch.Tensor) -> torch.Tensor:
         """The SER's emotion probabilities of each waveform, after the configured ablation: ``zero``
         gives the uniform distribution (no emotion information), ``shuffle`` the batch neighbour's."""
         p = self.ser.posterior(x)
-        return self._ablated(p, torch.full_like(p, 1 / p.size(-1)))
+        return self._ablated(p, 1 / p.size(-1))
 
-    def _ablated(self, values: torch.Tensor, uninformative: torch.Tensor) -> torch.Tensor:
-        """``values`` (one row per utterance) after the configured ablation: ``uninformative`` for
-        ``zero``; for ``shuffle`` each row's batch neighbour (a one-utterance batch takes the
-        previous batch's)."""
+    def _ablated(self, values: torch.Tensor, uninformative: float) -> torch.Tensor:
+        """``values`` (one row per utterance) after the configured ablation: every entry set to
+        ``uninformative`` for ``zero``; for ``shuffle`` each row's batch neighbour (a one-utterance
+        batch takes the previous batch's)."""
         if self.ablation == "zero":
-            return uninformative
+            return torch.full_like(values, uninformative)
         if self.ablation == "shuffle":
             previous, self._last_emotion = self._last_emotion, values.detach()
             if len(values) > 1:

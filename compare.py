@@ -1,4 +1,4 @@
-"""Compare countermeasures over seeds, with a paired test against a baseline (``comparison``).
+"""Compare countermeasures over seeds, with a paired test against a baseline (``emospoof.cm.seed_runs``).
 
     python compare.py RUN_DIR [RUN_DIR ...] [--output_dir comparison]
     python compare.py --train config/AASIST-L_devkit.conf config/AASIST_EmoMoE_devkit.conf --seeds 3
@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from comparison import compare, find_runs, group_runs, train_missing, write_outputs
-from config import ConfigError
+from emospoof.cm.seed_runs import compare_runs
+from emospoof.core.config import ConfigError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,16 +38,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        folders = list(args.runs)
-        if args.train:
-            extra = ["--device", args.device] if args.device else []
-            folders = train_missing(args.train, args.seeds, args.runs_dir, extra) + folders
-        result = compare(group_runs(find_runs(folders)), args.n_boot)
-        write_outputs(result, args.output_dir)
+        table = compare_runs(args.runs, args.train, args.seeds, args.runs_dir, args.output_dir, args.n_boot,
+                             ["--device", args.device] if args.device else [])
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print((args.output_dir / "comparison.md").read_text())
+    print(table.read_text())
     return 0
 
 

@@ -1,5 +1,5 @@
 """Audio loading, windows, the one dataset (``TrialDataset``) and the loaders built on it; the
-protocol and corpus readers live in ``corpora/``.
+protocol and corpus readers live in ``emospoof/corpora/``.
 
 A file that cannot be used (missing, empty, corrupt, non-finite) never stops a run: the dataset
 hands back a failure record, the collate function separates it from the batch, and the caller
@@ -21,7 +21,7 @@ import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from config import ConfigError
+from emospoof.core.config import ConfigError
 
 SAMPLE_RATE = 16000
 NB_SAMP = 64600  # ~4 s, the AASIST reference window
@@ -99,7 +99,8 @@ def window_starts(n_samples: int, length: int, hop: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Trial:
-    """One utterance of a protocol. ``label`` is 1 for bona fide, 0 for spoof; ``conditions``
+    """One utterance of a protocol. ``label`` is ``emospoof.core.labels.BONAFIDE_INDEX`` (1) for bona
+    fide speech, ``SPOOF_INDEX`` (0) for a spoof; ``conditions``
     holds the corpus's other labels as (factor, value) pairs, e.g. ``(("codec", "alaw"),)``."""
 
     utt_id: str
@@ -147,7 +148,7 @@ class TrialDataset(Dataset):
     samples apart. A file that cannot be used comes back with its reason instead of windows;
     ``reject_silent`` also refuses all-zero audio (scoring it would say nothing about the file).
 
-    ``augment(audio, rng)`` (``augment.pipeline.Augmentation``) transforms the training crop, or
+    ``augment(audio, rng)`` (``emospoof.augment.pipeline.Augmentation``) transforms the training crop, or
     in the other modes the whole utterance before it is cut. Its NumPy generator is seeded with
     (``seed``, epoch, index of the trial): the draws do not depend on the number of loader
     workers or on which worker loads a file, differ between epochs (:meth:`set_epoch`), and a
@@ -347,10 +348,9 @@ class SkipReport:
                 handle.write(f"{file}\t{reason}\n")
 
 
-# The five emotions of the emotional TTS set, the class names of the SER models' "tts5" mapping;
-# the emotional set's folders hold .flac or .wav files.
-EMOTIONS = ("angry", "happy", "neutral", "sad", "surprised")
-AUDIO_SUFFIXES = (".flac", ".wav")
+def audio_files_under(folder: Path) -> list[Path]:
+    """Audio files under ``folder`` at any depth, recognised by extension (``AUDIO_EXTENSIONS``), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
 def find_audio_files(folder: Path, option: str = "--test_dir") -> list[Path]:
@@ -360,8 +360,7 @@ def find_audio_files(folder: Path, option: str = "--test_dir") -> list[Path]:
         raise ConfigError(f"{option}: folder not found: {folder}")
     if not folder.is_dir():
         raise ConfigError(f"{option}: not a folder: {folder}")
-    files = sorted(p.relative_to(folder) for p in folder.rglob("*")
-                   if p.suffix.lower() in AUDIO_EXTENSIONS and not p.is_dir())
+    files = [p.relative_to(folder) for p in audio_files_under(folder)]
     if not files:
         raise ConfigError(f"{option}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {folder}")
     return files

@@ -1,4 +1,4 @@
-"""Download and unpack the training and evaluation data (``downloads.DATASETS``).
+"""Download and unpack the training and evaluation data (``emospoof.downloads.registry.DATASETS``).
 
     python download_dataset.py --dataset LA [--output_dir data]
     python download_dataset.py --dataset emotional [--output_dir data]
@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from downloads import DATASETS, DownloadError, fetch_dataset
+from emospoof.downloads.http import DownloadError
+from emospoof.downloads.registry import DATASETS, fetch_dataset
 
 
 def main(argv: list[str] | None = None) -> int:

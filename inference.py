@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from acceleration import PRECISIONS
-from config import ConfigError
-from folder_scoring import AGGREGATES, run
+from emospoof.cm.folder_scoring import AGGREGATES, run
+from emospoof.core.config import ConfigError
+from emospoof.training.acceleration import PRECISIONS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cm_train import run
-from config import ConfigError
-from engine import add_training_arguments
+from emospoof.cm.training import run
+from emospoof.core.config import ConfigError
+from emospoof.training.engine import add_training_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -8,18 +8,18 @@
     python train_ser.py --resume exp_result/SER_wav2vec2           # continue an interrupted run
     python train_ser.py --predict my_audio/ --model DIR            # per-file emotion probabilities (TSV)
 
-The corpus is RAVDESS speech (``ser_data``), split by actor by default; the recipes are in
-``ser_train`` (wav2vec 2.0 / ACRNN training) and ``ser_egemaps`` (eGeMAPS baselines); the keys in
-``ser_config``; docs/emotion.md has the details.
+The corpus is RAVDESS speech (``emospoof.ser.ravdess``), split by actor by default; the recipes are in
+``emospoof.ser.training`` (wav2vec 2.0 / ACRNN training) and ``emospoof.ser.egemaps`` (eGeMAPS baselines); the keys in
+``emospoof.ser.config``; docs/emotion.md has the details.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from config import ConfigError
-from engine import add_training_arguments
-from ser_train import run
+from emospoof.core.config import ConfigError
+from emospoof.ser.training import run
+from emospoof.training.engine import add_training_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

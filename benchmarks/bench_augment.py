@@ -2,7 +2,7 @@
 
     python benchmarks/bench_augment.py [--json] [--clips 64] [--published_clips 16]
 
-RawBoost algorithms 1-8 (``augment.rawboost``) are timed on ``--clips`` speech-like clips, and
+RawBoost algorithms 1-8 (``emospoof.augment.rawboost``) are timed on ``--clips`` speech-like clips, and
 the transcription of the published definition (``benchmarks/rawboost_published.py``: scipy
 ``firwin`` per band and ``lfilter``) on the first ``--published_clips`` of them; each is timed twice,
 in turn, and the faster repeat kept; the speed-up is the ratio of their mean CPU times on the same
@@ -33,11 +33,12 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from augment.channel import (CODECS, AudioFolder, CodecStep, NoiseStep, ReverbStep, TelephoneStep,  # noqa: E402
-                             codec_supported)
-from augment.rawboost import RawBoost  # noqa: E402
-from data_utils import NB_SAMP, SAMPLE_RATE  # noqa: E402
 from rawboost_published import published_rawboost  # noqa: E402
+
+from data_utils import NB_SAMP, SAMPLE_RATE
+from emospoof.augment.channel import (CODECS, AudioFolder, CodecStep, NoiseStep, ReverbStep, TelephoneStep,
+                                      codec_supported)
+from emospoof.augment.rawboost import RawBoost
 
 
 def speech_like(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -25,14 +25,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data_utils import NB_SAMP, SAMPLE_RATE  # noqa: E402
-from checkpoint import load_weights  # noqa: E402
-from cm_config import load_config  # noqa: E402
-from config import ConfigError  # noqa: E402
-from models.fused import optimise_for_cpu  # noqa: E402
-from models.registry import build_model  # noqa: E402
-from onnx_export import export_onnx, onnx_forward  # noqa: E402
-from scoring import threaded_cpu_forward, torch_forward  # noqa: E402
+from data_utils import NB_SAMP, SAMPLE_RATE
+from emospoof.cm.config import load_config
+from emospoof.core.checkpoint import load_weights
+from emospoof.core.config import ConfigError
+from emospoof.scoring.onnx import export_onnx, onnx_forward
+from emospoof.scoring.windows import threaded_cpu_forward, torch_forward
+from models import build_model
+from models.layers.fused import optimise_for_cpu
 
 
 def measure(forward, x: torch.Tensor) -> float:

@@ -18,9 +18,9 @@ import numpy as np
 
 # Run as a plain script, the repository root is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from asvspoof5_metrics import a_dcf, cm_metrics, min_tdcf_organiser_asv, t_eer  # noqa: E402
-from calibration import fit_calibration  # noqa: E402
-from metrics import compute_eer, compute_min_tdcf  # noqa: E402
+from emospoof.metrics.asvspoof5 import a_dcf, cm_metrics, min_tdcf_organiser_asv, t_eer
+from emospoof.metrics.asvspoof2019 import compute_eer, compute_min_tdcf
+from emospoof.metrics.calibration import fit_calibration
 
 
 def best_time(run: Callable[[], object], repeats: int) -> tuple[float, object]:

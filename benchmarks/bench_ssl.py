@@ -26,13 +26,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data_utils import NB_SAMP  # noqa: E402
-from cm_config import load_config  # noqa: E402
-from models.fused import optimise_for_cpu  # noqa: E402
-from models.hf_audio import save_with_extractor  # noqa: E402
-from models.registry import build_model  # noqa: E402
-from scoring import threaded_cpu_forward  # noqa: E402
-from utils import count_parameters  # noqa: E402
+from data_utils import NB_SAMP
+from emospoof.cm.config import load_config
+from emospoof.scoring.windows import threaded_cpu_forward
+from models import build_model
+from models.encoders.hf_audio import save_with_extractor
+from models.layers.fused import optimise_for_cpu
+from utils import count_parameters
 
 
 def xlsr_300m_config():

@@ -9,7 +9,7 @@ The settings run as ``main.py`` runs them (the config's precision unless ``--pre
 ``--compile``, channels-last, the config's cuDNN switches with the autotuner on when determinism
 is off, TF32 only in reduced precision). The baseline is the reference code's: fp32, eager, no
 channels-last, PyTorch's default TF32 switches. Each runs in a fresh process (its own compile
-cache, switches and peak-memory counter) through ``engine.Trainer``, the training step of
+cache, switches and peak-memory counter) through ``emospoof.training.engine.Trainer``, the training step of
 ``main.py``: host-to-device copy, forward, backward and optimiser step on random audio prepared
 in memory before timing, so reading audio is not counted (docs/gpu.md has the loader's rate).
 Peak memory is the GPU's allocated peak over the timed steps; on CPU, the process's peak RSS.
@@ -33,16 +33,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from acceleration import PRECISIONS, set_tf32  # noqa: E402
 from bench_ssl import xlsr_300m_config  # noqa: E402
-from cm_config import load_config  # noqa: E402
-from cm_train import CountermeasureTask  # noqa: E402
-from config import str_to_bool  # noqa: E402
-from data_utils import NB_SAMP, Batch, SkipReport  # noqa: E402
-from engine import Trainer, TrainSettings, apply_overrides, train_settings  # noqa: E402
-from models.hf_audio import save_with_extractor  # noqa: E402
-from models.registry import build_model  # noqa: E402
-from utils import create_optimizer, parameter_groups, seed_everything, select_device  # noqa: E402
+
+from data_utils import NB_SAMP, Batch, SkipReport
+from emospoof.cm.config import load_config
+from emospoof.cm.training import CountermeasureTask
+from emospoof.core.config import str_to_bool
+from emospoof.training.acceleration import PRECISIONS, set_tf32
+from emospoof.training.engine import Trainer, TrainSettings, apply_overrides, train_settings
+from emospoof.training.optim import create_optimizer, parameter_groups
+from models import build_model
+from models.encoders.hf_audio import save_with_extractor
+from utils import seed_everything, select_device
 
 N_BATCHES = 4  # distinct random batches, cycled
 

@@ -26,7 +26,7 @@ run() {  # run NAME COMMAND...: output to OUT_DIR/NAME.txt and the screen; a fai
 
 { nvidia-smi || echo "no nvidia-smi"; python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } \
     > "$out/machine.txt" 2>&1
-run tests python -m pytest -q -rs tests/test_training_loop.py tests/test_aasist.py
+run tests python -m pytest -q -rs tests/training/test_training_loop.py tests/models/test_aasist.py
 bench=(python benchmarks/bench_train.py --config "$config" --device "$device" --batch "$batch" --steps "$steps"
        --warmup "$warmup")
 run bench_default "${bench[@]}" --json "$out/bench_default.json"

@@ -1,6 +1,6 @@
 """A direct transcription of the published RawBoost definition (Tak et al., ICASSP 2022, and the
 authors' RawBoost.py in TakHemlata/SSL_Anti-spoofing), written here from that definition for two
-uses only: ``bench_augment.py`` times it against ``augment.rawboost``, and ``tests/test_augment.py``
+uses only: ``bench_augment.py`` times it against ``emospoof.augment.rawboost``, and ``tests/test_augment.py``
 checks that the fast implementation gives the same outputs and the same statistics.
 
 It computes as the published code does: one ``scipy.signal.firwin`` design per band, bands
@@ -18,7 +18,7 @@ import numpy as np
 from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from augment.rawboost import SERIES, ImpulseDraws, NotchDraws, RawBoostParams, normalise  # noqa: E402
+from emospoof.augment.rawboost import SERIES, ImpulseDraws, NotchDraws, RawBoostParams, normalise
 
 
 def published_notch(centres, widths, taps, gain_db: float, sample_rate: int) -> np.ndarray:

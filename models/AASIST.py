@@ -12,16 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from models.blocks import (
-    GraphAttentionLayer,
-    GraphPool,
-    HtrgGraphAttentionLayer,
-    SincConv,
-    build_encoder,
-    graph_readout,
-    hs_gal_branch,
-    sinc_front_end,
-)
+from models.layers.blocks import (GraphAttentionLayer, GraphPool, HtrgGraphAttentionLayer, SincConv, build_encoder,
+                                  graph_readout, hs_gal_branch, sinc_front_end)
 
 BlockHook = Callable[[int, torch.Tensor], torch.Tensor]
 NodeHook = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

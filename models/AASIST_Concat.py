@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import ConfigError
-from models.emotion import EMOTION_KEYS, EmotionConditionedModel, validate_emotion_config
+from emospoof.core.config import ConfigError
+from models.emotion.conditioned import EMOTION_KEYS, EmotionConditionedModel, validate_emotion_config
 
 CONFIG_KEYS = EMOTION_KEYS | {"head_hidden", "head_dropout"}
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from config import ConfigError
-from models.emotion import EMOTION_KEYS, EmotionConditionedModel, validate_emotion_config
+from emospoof.core.config import ConfigError
+from models.emotion.conditioned import EMOTION_KEYS, EmotionConditionedModel, validate_emotion_config
 
 CONFIG_KEYS = EMOTION_KEYS | {"experts"}
 EXPERT_KINDS = ("head", "film")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emospoof.core.labels import BONAFIDE_INDEX
 from models import AASIST_FiLM
-from models.emotion import BONAFIDE
 
 CONFIG_KEYS = AASIST_FiLM.CONFIG_KEYS
 validate_model_config = AASIST_FiLM.validate_model_config
@@ -29,7 +29,7 @@ class Model(AASIST_FiLM.Model):
 
     def gate_value(self, plain: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """g in (0, 1), shape (batch, 1), from the emotion and the plain path's bona fide probability."""
-        p_bonafide = torch.softmax(self.aasist.classify(plain).detach(), dim=-1)[:, BONAFIDE:BONAFIDE + 1]
+        p_bonafide = torch.softmax(self.aasist.classify(plain).detach(), dim=-1)[:, BONAFIDE_INDEX:BONAFIDE_INDEX + 1]
         return torch.sigmoid(self.gate(torch.cat([e, p_bonafide.to(e.dtype)], dim=-1)))
 
     def forward(self, x: torch.Tensor, Freq_aug: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

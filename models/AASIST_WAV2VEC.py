@@ -20,12 +20,12 @@ augmentation masks sinc bands, which this model does not have, so ``freq_aug`` h
 ``back_end`` selects what follows the SSL front end: ``"AASIST"`` (above, the default) or
 ``"SEMAA"`` (``models/SEMAA.py``: attentive statistics pooling and the self-attentive readout,
 straight on the encoder output, as the AntiSpoof hackathon's ``ModelWithSEMAA`` does; names
-``attention_asp`` and ``attention`` as there). The SSL model may be any :class:`models.ssl.SSLEncoder`
+``attention_asp`` and ``attention`` as there). The SSL model may be any :class:`models.encoders.ssl.SSLEncoder`
 source, DPHuBERT's pruned HuBERT included (``config/AASIST_DPHuBERT.conf``).
 
 The published fine-tuned checkpoints of the reference code (e.g. ``LA_model.pth``) load strictly
 through :meth:`Model.convert_state_dict`: their back end already has this model's names, their SSL
-part is a fairseq ``Wav2Vec2Model`` (renamed with ``models.ssl``'s fairseq mapping), and keys may
+part is a fairseq ``Wav2Vec2Model`` (renamed with ``models.encoders.ssl``'s fairseq mapping), and keys may
 carry ``nn.DataParallel``'s ``module.`` prefix. The reference feeds fairseq the raw waveform and
 takes the encoder output (``features_only=True``: after the final LayerNorm of pre-LN XLS-R), i.e.
 ``ssl_layers`` ``"last"`` with ``ssl_normalize`` false.
@@ -38,16 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import ConfigError
+from emospoof.core.config import ConfigError
 from models import AASIST, SEMAA
-from models.blocks import attention_map_layers, build_encoder
-from models.ssl import (
-    FAIRSEQ_RENAMES,
-    SSL_CONFIG_KEYS,
-    fairseq_state_to_transformers,
-    ssl_encoder_from_config,
-    validate_ssl_config,
-)
+from models.encoders.ssl import (FAIRSEQ_RENAMES, SSL_CONFIG_KEYS, fairseq_state_to_transformers,
+                                 ssl_encoder_from_config, validate_ssl_config)
+from models.layers.blocks import attention_map_layers, build_encoder
 
 CONFIG_KEYS = (AASIST.CONFIG_KEYS - {"first_conv"}) | SSL_CONFIG_KEYS | {"back_end"}
 BACK_ENDS = ("AASIST", "SEMAA")

@@ -8,11 +8,11 @@ One waveform (4 s: 64 600 samples, shorter inputs tiled) is seen three ways, eac
 
 * audio (``audio_view_extract``): AASIST's sinc front end (70 filters) and its six residual blocks,
   trained from scratch; the maximum of |x| over frequency gives one node per encoder frame (29 x 64);
-* text (``text_view_extract``): XLS-R frame features (:class:`models.ssl.SSLEncoder`; the raw waveform
+* text (``text_view_extract``): XLS-R frame features (:class:`models.encoders.ssl.SSLEncoder`; the raw waveform
   in, the encoder output out), linear 1024 -> 128, max-pool (4 frames, 2 features), BatchNorm, SELU
   (50 x 64);
 * emotion (``emo_view_extract``): the ACRNN's 150 attention-weighted BiLSTM steps
-  (:meth:`models.ser.SERBranch.frames`; its log-Mel input, which the authors' loader computes, is
+  (:meth:`models.emotion.branch.SERBranch.frames`; its log-Mel input, which the authors' loader computes, is
   computed here from the same tiled 64 600 samples), max-pool (3, 4), BatchNorm, SELU (50 x 64).
 
 Each view gets graph attention (temperature 2) and graph pooling (ratios 0.88 audio, 0.5 text,
@@ -35,18 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import ConfigError
-from models.blocks import (
-    GraphAttentionLayer,
-    GraphPool,
-    HtrgGraphAttentionLayer,
-    SincConv,
-    build_encoder,
-    hs_gal_branch,
-    sinc_front_end,
-)
-from models.ser import ACRNN_FRAMES, SERBranch, validate_ser_config
-from models.ssl import SSL_CONFIG_KEYS, fairseq_state_to_transformers, ssl_encoder_from_config, validate_ssl_config
+from emospoof.core.config import ConfigError
+from models.emotion.acrnn import ACRNN_FRAMES
+from models.emotion.branch import SERBranch, validate_ser_config
+from models.encoders.ssl import (SSL_CONFIG_KEYS, fairseq_state_to_transformers, ssl_encoder_from_config,
+                                 validate_ssl_config)
+from models.layers.blocks import (GraphAttentionLayer, GraphPool, HtrgGraphAttentionLayer, SincConv, build_encoder,
+                                  hs_gal_branch, sinc_front_end)
 
 CONFIG_KEYS = {
     "architecture", "nb_samp", "first_conv", "filts", "gat_dim", "temperatures", "view_norm", "view_nodes",
@@ -84,7 +79,7 @@ def _ratios(value: object, count: int, key: str) -> None:
 
 
 def validate_model_config(model_config: dict) -> None:
-    """Checks run by ``cm_config.validate_config`` before anything is loaded."""
+    """Checks run by ``emospoof.cm.config.validate_config`` before anything is loaded."""
     validate_ssl_config(model_config, FREEZE_SSL_DEFAULT)
     if "ser_config" not in model_config:
         raise ConfigError("config is missing the required key 'model_config.ser_config'")

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import ConfigError
-from models.blocks import SincConv
+from emospoof.core.config import ConfigError
+from models.layers.blocks import SincConv
 
 CONFIG_KEYS = {
     "architecture",

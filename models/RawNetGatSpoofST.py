@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import ConfigError
-from models.blocks import GraphAttentionLayer, GraphPool, SincConv, build_encoder
+from emospoof.core.config import ConfigError
+from models.layers.blocks import GraphAttentionLayer, GraphPool, SincConv, build_encoder
 
 CONFIG_KEYS = {"architecture", "nb_samp", "first_conv", "filts"}
 

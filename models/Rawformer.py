@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import ConfigError
-from models.blocks import SincConv
+from emospoof.core.config import ConfigError
+from models.layers.blocks import SincConv
 
 CONFIG_KEYS = {"architecture", "nb_samp", "first_conv", "sinc_filters", "blocks", "block_kernel", "block_pool",
                "encoders", "heads", "ffn_dim", "dropout", "pre_emphasis"}

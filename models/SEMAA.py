@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from models import AASIST
-from models.blocks import SelfAttentionPooling, attention_map_layers, attentive_statistics_nodes
+from models.layers.blocks import SelfAttentionPooling, attention_map_layers, attentive_statistics_nodes
 
 CONFIG_KEYS = AASIST.CONFIG_KEYS
 

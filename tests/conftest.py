@@ -52,7 +52,7 @@ def shared_dir() -> Path:
 def tiny_ser_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised wav2vec 2.0 emotion classifier saved as a Hugging Face
     directory (config, safetensors weights, feature extractor), loaded by path in the tests."""
-    from models.hf_audio import save_random_hf_ser
+    from models.encoders.hf_audio import save_random_hf_ser
     return save_random_hf_ser(tmp_path_factory.mktemp("ser") / "tiny_wav2vec2")
 
 
@@ -60,7 +60,7 @@ def tiny_ser_dir(tmp_path_factory) -> Path:
 def tiny_ssl_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised wav2vec 2.0 encoder (hidden size 32, 2 layers) saved as a
     Hugging Face directory, for the SSL front end's tests."""
-    from models.hf_audio import save_random_ssl
+    from models.encoders.hf_audio import save_random_ssl
     return save_random_ssl(tmp_path_factory.mktemp("ssl") / "tiny_wav2vec2")
 
 
@@ -98,7 +98,7 @@ def single_thread():
 def stop_after_first_checkpoint(monkeypatch, entry, args: list) -> None:
     """Run ``entry(args)`` (a ``main()`` of main.py or train_ser.py) and stop it as a kill would
     (KeyboardInterrupt) right after its first checkpoint is written, so it can be resumed."""
-    import engine
+    from emospoof.training import engine
 
     real_save = engine.save_checkpoint
 
@@ -263,9 +263,9 @@ class FileServer:
 
 @pytest.fixture
 def server(monkeypatch):
-    import downloads
+    from emospoof.downloads import http
 
-    monkeypatch.setattr(downloads, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(http, "RETRY_DELAY_S", 0.0)
     files = FileServer()
     files.thread.start()
     yield files
@@ -396,7 +396,8 @@ def assert_learned_below_chance(run_dir: Path, report: dict, loss_ratio: float) 
     95 % bootstrap interval below 50 % (40 bona fide and 90 spoof dev trials: a random scorer's EER
     varies from about 38 to 62 %, its interval spans about 40 to 60 %); the LA eval EER, never
     used for selection and with the unseen attack V04, is below 45 %. Returns the figures."""
-    from metrics import compute_eer, eer_bootstrap_ci, read_cm_scores
+    from emospoof.metrics.asvspoof2019 import compute_eer, eer_bootstrap_ci
+    from emospoof.metrics.score_files import read_cm_scores
 
     losses = [float(row["train_loss"]) for row in csv.DictReader(open(run_dir / "metrics.csv"))]
     dev = read_cm_scores(run_dir / "dev_scores.txt")

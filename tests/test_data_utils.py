@@ -4,18 +4,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from corpora.asvspoof import read_la_protocol
-from data_utils import (
-    AudioError,
-    SkipReport,
-    Trial,
-    TrialDataset,
-    load_audio,
-    make_loader,
-    random_crop,
-    sliding_windows,
-    tile_to_length,
-)
+from data_utils import (AudioError, SkipReport, Trial, TrialDataset, load_audio, make_loader, random_crop,
+                        sliding_windows, tile_to_length)
+from emospoof.corpora.asvspoof import read_la_protocol
 
 
 def tone(freq: float, seconds: float, rate: int) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""The shape of the code base: no import cycle among the project's modules, entry points that no
-module imports, no source file over 500 lines outside tests, a README that is a landing page whose
-links and commands are valid."""
+"""The shape of the code base (docs/architecture.md): the top level holds the entry points and the
+names users know, everything else lives in the ``emospoof`` package; no import cycle, no import from
+a lower layer to a higher one, entry points that only parse arguments and call a recipe and that no
+module imports, every package module listed in the architecture page, no source file over 500
+lines outside tests, a README that is a landing page whose links and commands are valid."""
 from __future__ import annotations
 
 import ast
@@ -14,7 +16,11 @@ import pytest
 
 from tests.conftest import REPO
 
-ENTRY_POINTS = ("main", "inference", "train_ser", "evaluation", "download_weights", "download_dataset")
+ENTRY_POINTS = ("main", "inference", "train_ser", "evaluation", "compare", "download_weights", "download_dataset")
+# What the top level may hold besides the entry points (docs/architecture.md).
+TOP_LEVEL = {"data_utils.py", "utils.py", "config", "models", "emospoof", "tests", "benchmarks", "docs", "examples",
+             "README.md", "requirements.txt", ".gitignore", ".ci"}
+VAGUE_NAMES = {"utils", "helpers", "misc", "common_utils", "util"}
 MAX_LINES = 500
 MAX_README_LINES = 200
 
@@ -81,7 +87,7 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 
 def test_no_import_cycle():
     graph = import_graph()
-    assert len(graph) > 30 and "models.AASIST" in graph["models.emotion"]  # the walk sees the imports
+    assert len(graph) > 30 and "models.AASIST" in graph["models.emotion.conditioned"]  # the walk sees the imports
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -89,6 +95,76 @@ def test_no_import_cycle():
 def test_no_module_imports_an_entry_point():
     for module, imported in import_graph().items():
         assert not imported & set(ENTRY_POINTS), f"{module} imports the entry point(s) {imported & set(ENTRY_POINTS)}"
+
+
+def tracked_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    return listed.stdout.splitlines()
+
+
+def test_the_top_level_holds_the_entry_points_and_the_names_users_know():
+    top = {path.split("/")[0] for path in tracked_files()}
+    allowed = TOP_LEVEL | {f"{name}.py" for name in ENTRY_POINTS}
+    assert top - allowed == set(), f"unexpected at the top level: {sorted(top - allowed)}"
+    assert {"main.py", "data_utils.py", "utils.py", "emospoof", "models", "config"} <= top
+
+
+def test_entry_points_only_parse_arguments_and_call_a_recipe():
+    for name in ENTRY_POINTS:
+        tree = ast.parse((REPO / f"{name}.py").read_text())
+        functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert functions <= {"parse_args", "main"}, f"{name}.py defines {sorted(functions - {'parse_args', 'main'})}"
+        assert not [node for node in tree.body if isinstance(node, ast.ClassDef)], f"{name}.py defines a class"
+
+
+def layers() -> list[tuple[int, str]]:
+    """(layer, module prefix) from the layer table of docs/architecture.md, rows '| N | `a`, `b` |'."""
+    text = (REPO / "docs/architecture.md").read_text()
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| (.+?) \|", section, flags=re.M)
+    return [(int(level), name) for level, cell in rows for name in re.findall(r"`([\w.]+)`", cell)]
+
+
+def layer_of(module: str, table: list[tuple[int, str]]) -> int | None:
+    matches = [(len(prefix), level) for level, prefix in table if module == prefix or module.startswith(prefix + ".")]
+    if module in ENTRY_POINTS or module.startswith("benchmarks."):
+        return max(level for level, _ in table) + 1
+    if module == "emospoof":  # the package's __init__: a docstring, no imports
+        return 0
+    return max(matches)[1] if matches else None
+
+
+def test_every_module_has_a_layer_and_imports_only_its_own_layer_or_lower():
+    table = layers()
+    assert len(table) >= 8, "docs/architecture.md has no layer table"
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if layer_of(m, table) is None)
+    assert not unplaced, f"modules without a layer in docs/architecture.md: {unplaced}"
+    upward = [f"{a} (layer {layer_of(a, table)}) -> {b} (layer {layer_of(b, table)})"
+              for a, targets in graph.items() for b in targets if layer_of(b, table) > layer_of(a, table)]
+    assert not upward, "imports from a lower layer to a higher one: " + "; ".join(upward)
+
+
+def test_the_layer_check_catches_an_upward_import():
+    table = [(0, "emospoof.core"), (5, "emospoof.cm")]
+    assert layer_of("emospoof.core.config", table) == 0 and layer_of("emospoof.cm.training", table) == 5
+    assert layer_of("main", table) == 6
+
+
+def test_every_package_module_is_listed_in_the_architecture_page():
+    text = (REPO / "docs/architecture.md").read_text()
+    modules = [path for path in tracked_files() if path.endswith(".py") and path.startswith(("emospoof/", "models/"))
+               and not path.endswith("__init__.py")]
+    missing = [path for path in modules if f"`{path.split('/', 1)[1]}`" not in text and f"`{path}`" not in text]
+    assert not missing, f"not listed in docs/architecture.md: {missing}"
+
+
+def test_package_modules_say_what_they_hold():
+    vague = [path for path in tracked_files() if path.startswith(("emospoof/", "models/")) and path.endswith(".py")
+             and Path(path).stem in VAGUE_NAMES]
+    assert not vague, f"modules named only for being shared: {vague}"
 
 
 def test_no_source_file_over_the_limit():

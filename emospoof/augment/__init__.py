@@ -1,0 +1,3 @@
+"""Data augmentation: RawBoost (``emospoof.augment.rawboost``), codecs, telephone band, noise and
+reverberation (``emospoof.augment.channel``), and the config sections that chain them
+(``emospoof.augment.pipeline``). Documented in docs/augmentation.md."""

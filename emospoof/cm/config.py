@@ -1,0 +1,111 @@
+"""The countermeasure config (``config/*.conf`` read by ``main.py`` and ``inference.py``): its
+keys and their checks. Every problem is reported at start-up in one line naming the key, before
+any model is built or data is read; ``emospoof.cm.data`` reads the data the config names.
+
+The keys are those of the AASIST reference configs plus emospoof's own (docs/config.md). A key
+that is accepted does something: values the framework cannot honour yet are refused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from emospoof.augment.pipeline import validate_augmentation_config
+from emospoof.core.config import ConfigError, check_keys, is_number, read_config, str_to_bool
+from emospoof.corpora import check_spec, dataset_name
+from emospoof.training.engine import TRAINING_KEYS, validate_training_keys
+from emospoof.training.optim import OPTIM_KEYS
+from models import validate_model_section
+
+TOP_LEVEL_KEYS = {
+    "database_path", "asv_score_path", "dev_asv_score_path", "model_path", "batch_size",
+    "num_epochs", "loss", "track", "eval_all_best", "eval_output", "cudnn_deterministic_toggle",
+    "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
+    "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
+    "augmentation", "eval_condition", "train_dataset", "dev_dataset", "eval_datasets", "emotion_labels",
+} | TRAINING_KEYS
+REQUIRED_KEYS = ("batch_size", "num_epochs", "model_config", "optim_config")
+BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
+LOSSES = ("CCE",)  # weighted cross-entropy (0.1 spoof, 0.9 bona fide), the reference's loss
+# The ASVspoof tracks, as shorthands for their data: the dataset format read at database_path for
+# training, dev and the track's own eval set. ASVspoof 2021 has no training data of its own:
+# both its LA and DF tasks train and select on ASVspoof 2019 LA, and DF is judged on the 2021 DF
+# evaluation set, which a DF run must therefore name in eval_datasets.
+TRACKS = {"LA": "asvspoof2019_la", "DF": "asvspoof2019_la", "ASVspoof5": "asvspoof5"}
+# Report names the framework gives its own sets; eval_datasets may not reuse them.
+RESERVED_NAMES = ("la_eval", "asvspoof5_eval", "emotional_set", "dev")
+
+
+def _check_datasets(config: dict) -> None:
+    """The dataset specs: ``train_dataset`` (one or a list), ``dev_dataset``, ``eval_datasets``."""
+    train = config.get("train_dataset")
+    if train is not None:
+        specs = train if isinstance(train, list) else [train]
+        if not specs:
+            raise ConfigError("config key 'train_dataset': expected a dataset or a non-empty list of datasets")
+        for i, spec in enumerate(specs):
+            check_spec(spec, f"train_dataset[{i}]" if isinstance(train, list) else "train_dataset")
+    if "dev_dataset" in config:
+        check_spec(config["dev_dataset"], "dev_dataset")
+    evaluated = config.get("eval_datasets", [])
+    if not isinstance(evaluated, list):
+        raise ConfigError(f"config key 'eval_datasets': expected a list of datasets, got {evaluated!r}")
+    names: set[str] = set()
+    for i, spec in enumerate(evaluated):
+        check_spec(spec, f"eval_datasets[{i}]")
+        name = dataset_name(spec)
+        if name in names or name in RESERVED_NAMES:
+            raise ConfigError(f"config key 'eval_datasets[{i}]': the name '{name}' is "
+                              f"{'used twice' if name in names else 'reserved'}; give the set its own 'name'")
+        names.add(name)
+    track = config.get("track", "LA")
+    if track not in TRACKS:
+        raise ConfigError(f"config key 'track': {track!r} is not a track (available: {', '.join(TRACKS)}); "
+                          "name other data with train_dataset, dev_dataset and eval_datasets")
+    if track == "DF" and not any(spec["format"] == "asvspoof2021_df" for spec in evaluated):
+        raise ConfigError("config key 'track': 'DF' is judged on ASVspoof 2021 DF eval: add an eval_datasets "
+                          "entry with format asvspoof2021_df")
+    if "database_path" not in config and ("train_dataset" not in config or "dev_dataset" not in config):
+        raise ConfigError("config is missing the required key 'database_path' (the track's data; it may be "
+                          "left out only when train_dataset and dev_dataset are given)")
+    if "emotion_labels" in config and not (isinstance(config["emotion_labels"], str) and config["emotion_labels"]):
+        raise ConfigError(f"config key 'emotion_labels': expected a file path, got {config['emotion_labels']!r}")
+
+
+def validate_config(config: dict) -> None:
+    """Check every key and value of a countermeasure config (no file is read)."""
+    check_keys(config, TOP_LEVEL_KEYS, "")
+    for key in REQUIRED_KEYS:
+        if key not in config:
+            raise ConfigError(f"config is missing the required key '{key}'")
+    if not isinstance(config["optim_config"], dict):
+        raise ConfigError("config key 'optim_config': expected an object")
+    check_keys(config["optim_config"], OPTIM_KEYS, "optim_config.")
+    validate_model_section(config["model_config"])
+    if config.get("loss", "CCE") not in LOSSES:
+        raise ConfigError(f"config key 'loss': {config['loss']!r} is not supported "
+                          f"(available: {', '.join(LOSSES)}, the weighted cross-entropy)")
+    _check_datasets(config)
+    validate_augmentation_config(config)
+    if config["model_config"].get("emotion_ablation") == "shuffle" and config.get("eval_mode") == "full":
+        raise ConfigError("model_config.emotion_ablation 'shuffle' needs eval_mode 'first' "
+                          "(in 'full' mode a batch holds several windows of the same utterance)")
+    if config.get("eval_mode", "first") not in ("first", "full"):
+        raise ConfigError(f"config key 'eval_mode': expected 'first' or 'full', got {config['eval_mode']!r}")
+    ssl_lr = config["optim_config"].get("ssl_lr")
+    if ssl_lr is not None and not (is_number(ssl_lr) and ssl_lr > 0):
+        raise ConfigError(f"optim_config.ssl_lr: expected a positive number or null, got {ssl_lr!r}")
+    for key in BOOLEAN_KEYS:
+        if key in config:
+            str_to_bool(config[key], key)
+    validate_training_keys(config)
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and check a countermeasure config."""
+    return read_config(path, validate_config)
+
+
+def run_name(config_path: str, config: dict, comment: str | None) -> str:
+    """The run folder's name: track, config name, epochs, batch size and the optional comment."""
+    name = f"{config.get('track', 'LA')}_{Path(config_path).stem}_ep{config['num_epochs']}_bs{config['batch_size']}"
+    return f"{name}_{comment}" if comment else name

@@ -1,0 +1,261 @@
+"""Scoring a folder of audio with a countermeasure, as ``inference.py`` runs it: weights (fetched
+when a missing official checkpoint), the scoring backend (optimised CPU, eager, CUDA or ONNX),
+file scores, decisions against a threshold calibrated on labelled files, and the output files.
+
+A file's score is the aggregate (mean by default) of its window scores, each the bona fide minus
+the spoof logit, so it reads as log-odds: ``p_bonafide`` is its sigmoid.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from data_utils import NB_SAMP, SAMPLE_RATE, SkipReport, Trial, default_num_workers, find_audio_files, window_starts
+from emospoof.cm.config import load_config
+from emospoof.core.checkpoint import load_weights
+from emospoof.core.config import ConfigError
+from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, CM_KEYS, SPOOF
+from emospoof.downloads.http import DownloadError
+from emospoof.downloads.registry import entry_for_path, fetch_weights
+from emospoof.metrics.asvspoof2019 import compute_eer
+from emospoof.scoring.onnx import export_onnx, onnx_forward
+from emospoof.scoring.windows import ScoringRun, score_windows, threaded_cpu_forward, torch_forward
+from emospoof.training.acceleration import resolve_precision, set_tf32
+from models import build_model
+from models.layers.fused import optimise_for_cpu
+from utils import select_device
+
+OUTPUT_COLUMNS = ("path", "score", "p_bonafide", "decision", "duration_s")
+
+
+@dataclass
+class FileScores:
+    path: str
+    duration_s: float
+    windows: list[float]
+
+
+def file_results(run: ScoringRun) -> list[FileScores]:
+    """Each scored file's window scores (bona fide minus spoof logit), sorted by path."""
+    return sorted((FileScores(utt_id, run.durations[utt_id],
+                              (outputs[:, BONAFIDE_INDEX] - outputs[:, 1 - BONAFIDE_INDEX]).astype(np.float64).tolist())
+                   for utt_id, outputs in run.outputs.items()), key=lambda r: r.path)
+
+
+AGGREGATES = {"mean": np.mean, "min": np.min, "max": np.max}
+
+
+def threshold_file(model_file: Path) -> Path:
+    """Where a threshold calibrated for ``model_file`` is stored: beside it."""
+    return model_file.with_name(model_file.name + ".threshold.json")
+
+
+def stored_threshold(model_file: Path) -> float | None:
+    path = threshold_file(model_file)
+    if not path.is_file():
+        return None
+    try:
+        return float(json.loads(path.read_text())["threshold"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path}: expected JSON with a numeric 'threshold'") from None
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """``path``-or-``file`` -> ``key`` (bonafide/spoof) from a tab-separated file with a header."""
+    if not path.is_file():
+        raise ConfigError(f"--calibrate: labels file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        columns = reader.fieldnames or []
+        name = next((c for c in ("path", "file") if c in columns), None)
+        if name is None or "key" not in columns:
+            raise ConfigError(f"{path}: expected a header with 'path' (or 'file') and 'key' columns")
+        labels = {}
+        for number, row in enumerate(reader, start=2):
+            if row["key"] not in CM_KEYS:
+                raise ConfigError(f"{path}:{number}: key must be bonafide or spoof, got {row['key']!r}")
+            labels[row[name]] = row["key"]
+    return labels
+
+
+def calibrate(scores: dict[str, float], labels: dict[str, str], labels_path: Path) -> dict:
+    """The equal-error-rate threshold of the labelled files' scores."""
+    bonafide = [s for p, s in scores.items() if labels.get(p) == BONAFIDE]
+    spoof = [s for p, s in scores.items() if labels.get(p) == SPOOF]
+    if not bonafide or not spoof:
+        raise ConfigError(f"{labels_path}: calibration needs scored bona fide and spoof files "
+                          f"(found {len(bonafide)} bona fide, {len(spoof)} spoof among the scored files)")
+    eer, threshold = compute_eer(bonafide, spoof)
+    return {"threshold": threshold, "eer_percent": 100 * eer, "n_bonafide": len(bonafide),
+            "n_spoof": len(spoof), "labels": str(labels_path)}
+
+
+def sigmoid(x: float) -> float:
+    """Softmax probability of the bona fide class from the logit difference, overflow-safe."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def file_score(result: FileScores, aggregate: str) -> float:
+    """The file's score as written out (6 decimals), so decisions and calibration use exactly the
+    numbers a reader sees."""
+    return round(float(AGGREGATES[aggregate](result.windows)), 6)
+
+
+def output_rows(scored: list[FileScores], aggregate: str, threshold: float) -> list[dict]:
+    rows = []
+    for result in scored:
+        score = file_score(result, aggregate)
+        rows.append({"path": result.path, "score": score, "p_bonafide": float(f"{sigmoid(score):.6g}"),
+                     "decision": BONAFIDE if score > threshold else SPOOF,
+                     "duration_s": round(result.duration_s, 3)})
+    return rows
+
+
+def _open_text(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # File names that are not valid UTF-8 are written escaped rather than failing the run.
+    return open(path, "w", newline="", encoding="utf-8", errors="backslashreplace")
+
+
+def write_rows(path: Path, rows: list[dict], columns: tuple[str, ...], fmt: str) -> None:
+    with _open_text(path) as handle:
+        if fmt == "json":
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([row[c] for c in columns] for row in rows)
+
+
+def window_rows(scored: list[FileScores], nb_samp: int, hop: int) -> list[dict]:
+    rows = []
+    for result in scored:
+        n_samples = round(result.duration_s * SAMPLE_RATE)
+        for number, (start, score) in enumerate(zip(window_starts(n_samples, nb_samp, hop), result.windows)):
+            rows.append({"path": result.path, "window": number, "start_s": round(start / SAMPLE_RATE, 3),
+                         "end_s": round(min(start + nb_samp, n_samples) / SAMPLE_RATE, 3),
+                         "score": round(score, 6)})
+    return rows
+
+
+def resolve_weights(args: argparse.Namespace, config: dict) -> Path:
+    """The weights file, downloaded first when it is a missing official checkpoint."""
+    if args.weights is None and not config.get("model_path"):
+        raise ConfigError("no weights: pass --weights PATH or set model_path in the config")
+    weights = args.weights or Path(config["model_path"])
+    entry = entry_for_path(weights)
+    if weights.is_file() or entry is None:
+        return weights
+    command = f"python download_weights.py --model {entry.name} --output_dir {weights.parent}"
+    if args.offline:
+        raise ConfigError(f"model weights not found: {weights} (--offline: fetch them with `{command}`)")
+    tqdm.write(f"{weights} not found: downloading the official {entry.name} weights from {entry.url}")
+    try:
+        fetch_weights(entry, weights, progress=not args.no_progress)
+    except DownloadError as err:
+        raise ConfigError(f"{err} (or run `{command}` later)") from None
+    tqdm.write(f"saved {weights} (sha256 verified)")
+    return weights
+
+
+def load_model(args: argparse.Namespace, config: dict, device: torch.device) -> nn.Module:
+    model = build_model(config["model_config"]).to(device)
+    load_weights(model, resolve_weights(args, config), device)
+    return model.eval()
+
+
+def run(args: argparse.Namespace) -> int:
+    """``inference.py``: export to ONNX, or score the folder and write the output files; the exit
+    code is 0 when every file was scored and 1 when some could not be."""
+    config = load_config(args.config)
+    if args.threads and args.export_onnx:
+        torch.set_num_threads(args.threads)
+    nb_samp = config["model_config"].get("nb_samp", NB_SAMP)
+
+    if args.export_onnx:
+        model = load_model(args, config, torch.device("cpu"))
+        difference = export_onnx(model, args.export_onnx, nb_samp)
+        check = "" if difference is None else f"; onnxruntime vs PyTorch: max |logit difference| {difference:.2e}"
+        print(f"exported {config['model_config']['architecture']} to {args.export_onnx} "
+              f"(input 'waveform' (batch, {nb_samp}), output 'logits'){check}")
+        weights_threshold = threshold_file(args.weights or Path(config["model_path"]))
+        if weights_threshold.is_file():
+            threshold_file(args.export_onnx).write_text(weights_threshold.read_text())
+        return 0
+
+    files = find_audio_files(args.test_dir)
+    if args.onnx:
+        forward, nb_samp = onnx_forward(args.onnx, args.threads)
+        model_file = args.onnx
+        backend = "onnxruntime"
+    else:
+        device = select_device(args.device)
+        precision = resolve_precision(args.precision, device)
+        set_tf32(precision)
+        model = load_model(args, config, device)
+        if device.type == "cpu" and not (args.eager or args.compile or precision != "fp32"):
+            forward = threaded_cpu_forward(optimise_for_cpu(model), args.threads or torch.get_num_threads())
+            backend = f"PyTorch optimised on {device}"
+        else:
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            forward = torch_forward(model, device, precision=precision, compile_model=args.compile)
+            backend = f"PyTorch {'compiled' if args.compile else 'eager'} on {device}, {precision}"
+        model_file = args.weights or Path(config["model_path"])
+    hop = args.hop or config.get("eval_hop") or nb_samp // 2
+    batch_size = args.batch_size or config["batch_size"]
+    num_workers = args.num_workers if args.num_workers is not None else config.get("num_workers", default_num_workers())
+    tqdm.write(f"scoring {len(files)} file(s) under {args.test_dir} with {model_file} ({backend}), "
+               f"{nb_samp}-sample windows every {hop} samples")
+
+    trials = [Trial(path.as_posix(), args.test_dir / path, -1) for path in files]
+    run_result = score_windows(trials, forward, nb_samp, "full", hop, batch_size, num_workers,
+                               SkipReport(tqdm.write), progress=not args.no_progress, reject_silent=True)
+    scored = file_results(run_result)
+    errors = sorted((trial.utt_id, reason) for trial, reason in run_result.errors)
+    threshold, source = args.threshold, "--threshold"
+    if args.calibrate:
+        file_scores = {r.path: file_score(r, args.aggregate) for r in scored}
+        calibration = calibrate(file_scores, read_labels(args.calibrate), args.calibrate)
+        threshold_file(model_file).write_text(json.dumps(calibration, indent=2) + "\n")
+        tqdm.write(f"calibrated threshold {calibration['threshold']:.6f} (EER {calibration['eer_percent']:.2f} % "
+                   f"on {calibration['n_bonafide']} bona fide / {calibration['n_spoof']} spoof files), "
+                   f"stored in {threshold_file(model_file)}")
+        if threshold is None:
+            threshold, source = calibration["threshold"], "calibrated now"
+    if threshold is None:
+        threshold, source = stored_threshold(model_file), str(threshold_file(model_file))
+    if threshold is None:
+        threshold, source = 0.0, "default"
+
+    rows = output_rows(scored, args.aggregate, threshold)
+    write_rows(args.output_file, rows, OUTPUT_COLUMNS, args.format)
+    errors_file = args.errors_file or args.output_file.with_name(args.output_file.stem + ".errors.tsv")
+    write_rows(errors_file, [{"path": p, "reason": r} for p, r in errors], ("path", "reason"), "tsv")
+    if args.window_scores:
+        write_rows(args.window_scores, window_rows(scored, nb_samp, hop),
+                   ("path", "window", "start_s", "end_s", "score"), args.format)
+
+    audio_s = sum(r.duration_s for r in scored)
+    seconds = run_result.seconds
+    tqdm.write(f"scored {len(rows)} file(s), {run_result.n_windows} window(s), {audio_s:.1f} s of audio in "
+               f"{seconds:.1f} s ({len(files) / seconds:.2f} files/s, real-time factor {seconds / max(audio_s, 1e-9):.3f}); "
+               f"threshold {threshold:g} ({source})")
+    tqdm.write(f"scores: {args.output_file}")
+    if errors:
+        tqdm.write(f"{len(errors)} file(s) could not be scored, listed in {errors_file}")
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Downloads of published weights and datasets: HTTP with resume, safe archives, the registries."""

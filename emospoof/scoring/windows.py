@@ -1,0 +1,179 @@
+"""The one scoring path: windows of many files batched through a model.
+
+``main.py`` (dev scoring during training, ``--eval``), ``inference.py`` (scoring a folder) and
+``train_ser.py`` (SER evaluation and prediction) all score through :func:`score_windows`: loader
+workers decode files and cut them into windows (``data_utils.TrialDataset``), the windows of
+consecutive files are packed into fixed-size batches for the model, and each file gets back the
+outputs of its own windows. A file that cannot be used is reported once and left out; the run goes on.
+Under torchrun the ranks score a share of the files each and every rank gets all the outputs.
+
+A *forward* is any function from a (batch, samples) window tensor to a (batch, outputs) NumPy
+array: eager PyTorch on any device (:func:`torch_forward`), the CPU-optimised AASIST
+(:func:`threaded_cpu_forward` over ``models.layers.fused.optimise_for_cpu``) or an onnxruntime session
+(``emospoof.scoring.onnx.onnx_forward``).
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data_utils import NB_SAMP, LoadedTrial, SkipReport, Trial, TrialDataset, default_num_workers
+from emospoof.core.config import str_to_bool
+from emospoof.core.labels import BONAFIDE_INDEX
+from emospoof.training import distributed
+from emospoof.training.acceleration import autocast, compiled, resolve_precision
+from models.layers.fused import optimise_for_cpu
+
+Forward = Callable[[torch.Tensor], np.ndarray]
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def cm_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of a countermeasure, whose forward returns ``(embedding, logits)``."""
+    return model(x)[1]
+
+
+def torch_forward(model: nn.Module, device: torch.device,
+                  logits_of: Callable[[nn.Module, torch.Tensor], torch.Tensor] = cm_logits,
+                  precision: str | None = None, compile_model: bool = False) -> Forward:
+    """Logits of a batch of windows in inference mode, under the autocast of ``precision``
+    (None: the device's default, ``emospoof.training.acceleration.resolve_precision``), through torch.compile
+    when ``compile_model``."""
+    precision = resolve_precision(precision, device)
+    run = compiled(model) if compile_model else model
+
+    def forward(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode(), autocast(device, precision):
+            return logits_of(run, x.to(device, non_blocking=True)).float().cpu().numpy()
+    return forward
+
+
+def threaded_cpu_forward(model: nn.Module, threads: int) -> Forward:
+    """Logits of a batch of windows, the windows shared among ``threads`` Python threads that each
+    run torch single-threaded.
+
+    The fused blocks issue many small operations; with OpenMP threads each one ends in a barrier,
+    and on a busy machine (other processes on the cores) those barriers made a 2-thread run up to
+    10x slower than a 1-thread one here. Threads that own whole windows never wait for each other.
+    """
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
+    def one(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return cm_logits(model, x).numpy()
+
+    def forward(x: torch.Tensor) -> np.ndarray:
+        torch.set_num_threads(1)  # process-wide; set on every call in case someone changed it
+        if pool is None or len(x) == 1:
+            return one(x)
+        return np.concatenate(list(pool.map(one, x.tensor_split(min(threads, len(x))))))
+    return forward
+
+
+@dataclass
+class ScoringRun:
+    """Per utterance id: the outputs of its windows (n_windows, n_outputs) and its duration; the
+    trials that could not be scored with the reason; totals."""
+
+    outputs: dict[str, np.ndarray]
+    durations: dict[str, float]
+    errors: list[tuple[Trial, str]]
+    n_windows: int
+    seconds: float
+
+
+def _keep_as_is(item: LoadedTrial) -> LoadedTrial:
+    return item
+
+
+def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str = "full", hop: int | None = None,
+                  batch_size: int = 32, num_workers: int = 0, skips: SkipReport | None = None,
+                  progress: bool = True, desc: str = "scoring", reject_silent: bool = False,
+                  augment: Augment | None = None) -> ScoringRun:
+    """Outputs of every window of every trial (``mode`` ``first`` or ``full``, as in
+    ``TrialDataset``), ``batch_size`` windows per forward call whichever files they come from;
+    ``augment`` (an eval condition) transforms each utterance first, the same way every time."""
+    local = distributed.shard(trials)  # under torchrun each rank scores its share
+    dataset = TrialDataset(local, nb_samp, mode, hop, reject_silent=reject_silent, augment=augment)
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_keep_as_is)
+    started = time.perf_counter()
+    parts: dict[str, list[np.ndarray]] = {}
+    durations: dict[str, float] = {}
+    errors: list[tuple[Trial, str]] = []
+    queue: deque[list] = deque()  # [utt_id, windows, next window to score]
+    queued = n_windows = 0
+    bar = tqdm(total=len(local), unit="file", desc=desc, disable=not progress or not distributed.is_main(), leave=False)
+
+    def run_batch() -> None:
+        nonlocal queued, n_windows
+        chunks, owners, finished = [], [], 0
+        room = batch_size
+        while queue and room:
+            entry = queue[0]
+            take = min(room, len(entry[1]) - entry[2])
+            chunks.append(entry[1][entry[2]:entry[2] + take])
+            owners.append((entry[0], take))
+            entry[2] += take
+            room -= take
+            if entry[2] == len(entry[1]):
+                queue.popleft()
+                finished += 1
+        outputs = forward(torch.cat(chunks))
+        offset = 0
+        for utt_id, count in owners:
+            parts[utt_id].append(outputs[offset:offset + count])
+            offset += count
+        bar.update(finished)
+        queued -= len(outputs)
+        n_windows += len(outputs)
+
+    for item in loader:
+        if item.windows is None:
+            errors.append((item.trial, item.reason))
+            bar.update(1)
+            continue
+        parts[item.trial.utt_id] = []
+        durations[item.trial.utt_id] = item.duration_s
+        queue.append([item.trial.utt_id, item.windows, 0])
+        queued += len(item.windows)
+        while queued >= batch_size:
+            run_batch()
+    while queued:
+        run_batch()
+    bar.close()
+    outputs = {utt_id: np.concatenate(chunks) for utt_id, chunks in parts.items()}
+    ranks = distributed.all_gather((outputs, durations, errors, n_windows))
+    run = ScoringRun({utt: out for part in ranks for utt, out in part[0].items()},
+                     {utt: seconds for part in ranks for utt, seconds in part[1].items()},
+                     [error for part in ranks for error in part[2]], sum(part[3] for part in ranks),
+                     time.perf_counter() - started)
+    skips = skips if skips is not None else SkipReport(tqdm.write)
+    skips.add([(str(trial.path), reason) for trial, reason in run.errors])
+    return run
+
+
+def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: torch.device,
+                 skips: SkipReport, desc: str, augment: Augment | None = None) -> dict[str, float]:
+    """A countermeasure's score of each trial as the reference writes it: the bona fide logit,
+    averaged over the windows in ``"full"`` eval mode (``eval_mode`` and ``eval_hop`` of the config),
+    in the config's ``precision``, compiled with ``compile``. On CPU in fp32 the model runs as its
+    optimised twin (``models.layers.fused``), as ``inference.py`` runs it."""
+    model.eval()
+    precision = resolve_precision(config.get("precision"), device)
+    compile_model = str_to_bool(config.get("compile", False))
+    fused = device.type == "cpu" and precision == "fp32" and not compile_model
+    forward = torch_forward(optimise_for_cpu(model) if fused else model, device, precision=precision,
+                            compile_model=compile_model)
+    run = score_windows(trials, forward, config["model_config"].get("nb_samp", NB_SAMP),
+                        config.get("eval_mode", "first"), config.get("eval_hop"), config["batch_size"],
+                        config.get("num_workers", default_num_workers()), skips, desc=desc, augment=augment)
+    return {utt_id: float(outputs[:, BONAFIDE_INDEX].mean()) for utt_id, outputs in run.outputs.items()}

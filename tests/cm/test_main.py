@@ -1,0 +1,157 @@
+"""main.py end to end on a tiny generated LA-layout dataset: start-up errors, training, resume, --eval."""
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+import main as main_module
+from tests.conftest import REPO, TINY_MODEL, make_config, run_script, stop_after_first_checkpoint
+
+
+def run_cli(*args, cwd=REPO):
+    return run_script("main.py", *args, cwd=cwd)
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda c: c.update(batch_sise=4), "unknown config key 'batch_sise' (did you mean 'batch_size'?)"),
+    (lambda c: c["model_config"].update(gat_dim=[1]), "unknown config key 'model_config.gat_dim'"),
+    (lambda c: c["optim_config"].update(base_rl=1), "unknown config key 'optim_config.base_rl'"),
+    (lambda c: c["model_config"].update(architecture="AASISTT"), "unknown architecture 'AASISTT'"),
+    (lambda c: c.update(database_path="/nonexistent/LA"), "/nonexistent/LA"),
+    (lambda c: c.pop("batch_size"), "missing the required key 'batch_size'"),
+    (lambda c: c.update(eval_all_best="maybe"), "'eval_all_best'"),
+    # Accepted keys must do something: values the framework cannot honour yet are refused.
+    (lambda c: c.update(loss="focal"), "config key 'loss': 'focal' is not supported"),
+    (lambda c: c.update(track="DF"), "config key 'track': 'DF' is judged on ASVspoof 2021 DF eval"),
+    (lambda c: c.update(track="PA"), "config key 'track': 'PA' is not a track (available: LA, DF, ASVspoof5)"),
+    (lambda c: c.update(eval_datasets=[{"format": "in_the_wil", "path": "x"}]),
+     "'eval_datasets[0].format': unknown dataset format 'in_the_wil' (did you mean 'in_the_wild'?)"),
+    (lambda c: c.update(eval_datasets=[{"format": "asvspoof5", "path": "x", "split": "eval", "subset": "eval"}]),
+     "unknown config key 'eval_datasets[0].subset'"),
+    (lambda c: c.update(train_dataset={"format": "asvspoof5", "path": "x"}),
+     "'train_dataset.split': format asvspoof5 needs one of train, dev, eval"),
+    (lambda c: c.update(eval_datasets=[{"format": "in_the_wild", "path": "/nonexistent/itw"}]),
+     "'eval_datasets[0].path': not found: /nonexistent/itw"),
+    (lambda c: c.update(emotion_labels="/nonexistent/meta.tsv"), "config key 'emotion_labels': file not found"),
+    (lambda c: c.update(augmentation={"rawbost": {"algo": 5}}), "unknown config key 'augmentation.rawbost'"),
+    (lambda c: c.update(augmentation={"rawboost": {"algo": 9}}), "config key 'augmentation.rawboost.algo'"),
+    (lambda c: c.update(augmentation={"noise": {"dir": "/nonexistent/noise"}}),
+     "config key 'augmentation.noise.dir': folder not found: /nonexistent/noise"),
+    (lambda c: c.update(eval_condition={"mp3": {"codec": {"codecs": ["mp4"]}}}),
+     "config key 'eval_condition.mp3.codec.codecs': unknown codec 'mp4'"),
+])
+def test_config_errors_are_one_line(tmp_path, tiny_la, mutate, expected):
+    config = json.loads(make_config(tmp_path, tiny_la).read_text())
+    mutate(config)
+    path = tmp_path / "bad.conf"
+    path.write_text(json.dumps(config))
+    result = run_cli("--config", str(path), "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_reference_configs_validate():
+    from emospoof.cm.config import load_config
+    for name in ("AASIST.conf", "AASIST-L.conf", "AASIST-L_devkit.conf", "AASIST_DF.conf"):
+        load_config(REPO / "config" / name)
+
+
+def test_train_then_resume_matches_uninterrupted_run(tmp_path, tiny_la, monkeypatch):
+    config = make_config(tmp_path, tiny_la)
+    main_module.main(["--config", str(config), "--output_dir", str(tmp_path / "full"), "--seed", "7"])
+    full = next((tmp_path / "full").iterdir())
+    rows = list(csv.DictReader(open(full / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(r["n_skipped"] == "1" for r in rows)  # the corrupt training file, reported not fatal
+    assert "LA_T_9999999" in (full / "skipped_files.tsv").read_text()
+    report = json.loads((full / "eval_report.json").read_text())
+    assert report["la_eval"]["n_bonafide"] == 4 and report["la_eval"]["n_spoof"] == 4
+    assert set(report["la_eval"]["per_attack"]) == {"A01", "A02"}
+    assert len((full / "eval_scores.txt").read_text().splitlines()) == 8
+
+    # Stop a second run after epoch 1's checkpoint, as a kill would, then resume it.
+    stop_after_first_checkpoint(monkeypatch, main_module.main,
+                                ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "7"])
+    split = next((tmp_path / "split").iterdir())
+    assert torch.load(split / "checkpoint.pth", weights_only=True)["epoch"] == 1
+    main_module.main(["--resume", str(split)])
+
+    for name in ("final.pth", "best.pth"):
+        a = torch.load(full / "weights" / name, weights_only=True)
+        b = torch.load(split / "weights" / name, weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert (full / "metrics.csv").read_text().count("\n") == (split / "metrics.csv").read_text().count("\n")
+    assert (full / "eval_scores.txt").read_text() == (split / "eval_scores.txt").read_text()
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, tiny_la):
+    config = make_config(tmp_path, tiny_la, num_epochs=1)
+    assert run_cli("--config", str(config), "--output_dir", str(tmp_path / "o")).returncode == 0
+    again = run_cli("--config", str(config), "--output_dir", str(tmp_path / "o"))
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_eval_mode_writes_scores_and_report(tmp_path, tiny_la):
+    from models import build_model
+    weights = tmp_path / "w.pth"
+    torch.save(build_model(TINY_MODEL).state_dict(), weights)
+    config = make_config(tmp_path, tiny_la, model_path=str(weights), eval_mode="full")
+    result = run_cli("--config", str(config), "--eval", "--output_dir", str(tmp_path / "ev"))
+    assert result.returncode == 0, result.stderr
+    assert "EER" in result.stdout and "A01" in result.stdout
+    run_dir = next((tmp_path / "ev").iterdir())
+    report = json.loads((run_dir / "eval_report.json").read_text())
+    assert report["la_eval"]["min_tdcf"] is None and report["n_scored"] == 8
+    lines = (run_dir / "eval_scores.txt").read_text().splitlines()
+    assert all(len(line.split()) == 4 for line in lines)
+
+    bad = make_config(tmp_path, tiny_la, "bad.conf", model_path=str(tmp_path / "missing.pth"))
+    result = run_cli("--config", str(bad), "--eval", "--output_dir", str(tmp_path / "ev"))
+    assert result.returncode == 2 and "missing.pth" in result.stderr
+
+    torch.save({"unrelated": torch.zeros(1)}, weights)
+    result = run_cli("--config", str(config), "--eval", "--output_dir", str(tmp_path / "ev"))
+    assert result.returncode == 2 and "unexpected keys" in result.stderr
+
+
+def test_eval_all_best_without_eval_data_is_one_line(tmp_path, tiny_la):
+    shutil.rmtree(tiny_la / "ASVspoof2019_LA_eval")
+    config = make_config(tmp_path, tiny_la, eval_all_best="True")
+    result = run_cli("--config", str(config), "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'eval_all_best'" in lines[0] and "ASVspoof2019_LA_eval" in lines[0], result.stderr
+
+
+def test_resume_from_a_truncated_checkpoint_continues_from_the_previous_one(tmp_path, tiny_la):
+    config = make_config(tmp_path, tiny_la)
+    assert run_cli("--config", str(config), "--output_dir", str(tmp_path / "full")).returncode == 0
+    full = next((tmp_path / "full").iterdir())
+    assert run_cli("--config", str(config), "--output_dir", str(tmp_path / "torn")).returncode == 0
+    torn = next((tmp_path / "torn").iterdir())
+    assert torch.load(torn / "checkpoint.prev.pth", weights_only=True)["epoch"] == 1
+    checkpoint = torn / "checkpoint.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # as a full disk or a kill mid-write would leave it
+
+    result = run_cli("--resume", str(torn))
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in (result.stdout + result.stderr).splitlines() if "corrupt" in line]
+    assert len(warning) == 1 and str(checkpoint) in warning[0] and "checkpoint.prev.pth" in warning[0]
+    # Epoch 2 was run again from epoch 1's checkpoint: the run ends as the uninterrupted one did.
+    a = torch.load(full / "weights/final.pth", weights_only=True)
+    b = torch.load(torn / "weights/final.pth", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_from_a_truncated_only_checkpoint_is_one_line(tmp_path, tiny_la):
+    config = make_config(tmp_path, tiny_la, num_epochs=1)
+    assert run_cli("--config", str(config), "--output_dir", str(tmp_path / "o")).returncode == 0
+    run_dir = next((tmp_path / "o").iterdir())
+    (run_dir / "checkpoint.pth").write_bytes((run_dir / "checkpoint.pth").read_bytes()[:1000])
+    result = run_cli("--resume", str(run_dir))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{run_dir / 'checkpoint.pth'} is corrupt" in lines[0], result.stderr

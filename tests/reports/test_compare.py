@@ -1,0 +1,120 @@
+"""compare.py: means over seeds from synthetic run folders, a paired test that finds a planted
+difference and not a null one, and --train that trains missing runs and reuses finished ones."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import compare
+from emospoof.metrics.asvspoof2019 import compute_eer
+from emospoof.metrics.paired import paired_bootstrap, paired_scores
+from tests.conftest import make_config, write_lines
+
+EMOTIONS = ("angry", "happy", "neutral", "sad")
+
+
+def base_scores(seed: int, n: int = 200) -> tuple[list[str], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    keys = np.array(["bonafide"] * (n // 4) + ["spoof"] * (n - n // 4))
+    scores = np.where(keys == "bonafide", 1.0, -1.0) + rng.standard_normal(n)
+    return [f"U{i:04d}" for i in range(n)], keys, scores
+
+
+def write_run(root, name: str, config: dict, seed: int, scores: np.ndarray, keys, utts, per_emotion: dict,
+              dev_eer: float) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.conf").write_text(json.dumps(config))
+    score_file = write_lines(run / "eval_scores.txt", [f"{u} A01 {k} {s:.6f}" for u, k, s in zip(utts, keys, scores)])
+    eer = 100 * compute_eer(scores[keys == "bonafide"], scores[keys == "spoof"])[0]
+    report = {"score_file": str(score_file), "la_eval": {"eer": eer, "min_tdcf": 0.1 * seed},
+              "emotional_set": {"pooled": {"eer": 20.0 + seed},
+                                "per_emotion": {e: {"eer": eer_value} for e, eer_value in per_emotion.items()}},
+              "training": {"best_epoch_dev_eer": dev_eer, "final": "best.pth", "seed": seed}}
+    (run / "eval_report.json").write_text(json.dumps(report))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Baseline A (3 seeds); B: A's scores with bona fide shifted up (a planted improvement);
+    C: an order-preserving rescaling of A's scores (the same EERs: no difference)."""
+    emotions = {1: {"angry": 30.0, "happy": 25.0, "neutral": 10.0, "sad": 12.0},
+                2: {"angry": 34.0, "happy": 27.0, "neutral": 14.0, "sad": 10.0},
+                3: {"angry": 32.0, "happy": 29.0, "neutral": 12.0, "sad": 14.0}}
+    for seed in (1, 2, 3):
+        utts, keys, scores = base_scores(seed)
+        write_run(tmp_path, f"LA_A_seed{seed}", {"model": "A"}, seed, scores, keys, utts, emotions[seed], 10.0 + seed)
+        write_run(tmp_path, f"LA_B_seed{seed}", {"model": "B"}, seed, scores + 1.5 * (keys == "bonafide"), keys, utts,
+                  emotions[seed], 5.0)
+        write_run(tmp_path, f"LA_C_seed{seed}", {"model": "C"}, seed, 3 * scores + 2, keys, utts, emotions[seed], 9.0)
+    return tmp_path
+
+
+def test_summary_and_paired_tests(runs, tmp_path):
+    out = tmp_path / "out"
+    assert compare.main([str(runs / f"LA_A_seed{s}") for s in (1, 2, 3)] + [str(runs), "--output_dir", str(out),
+                                                                             "--n_boot", "400"]) == 0
+    result = json.loads((out / "comparison.json").read_text())
+    assert result["baseline"] == "LA_A" and list(result["models"]) == ["LA_A", "LA_B", "LA_C"]
+    a = result["models"]["LA_A"]["summary"]
+    assert a["dev EER"]["mean"] == pytest.approx(12.0) and a["dev EER"]["sd"] == pytest.approx(1.0)
+    assert a["LA eval min t-DCF"]["mean"] == pytest.approx(0.2)
+    assert a["emotional set EER angry"]["mean"] == pytest.approx(32.0) and a["emotional set EER angry"]["sd"] == pytest.approx(2.0)
+    # worst emotion: angry in every seed (30, 34, 32); arousal gap (angry+happy)/2 - (neutral+sad)/2
+    assert a["emotional set worst-emotion EER"]["mean"] == pytest.approx(32.0)
+    gaps = [(30 + 25) / 2 - 11, (34 + 27) / 2 - 12, (32 + 29) / 2 - 13]
+    assert a["emotional set arousal gap"]["mean"] == pytest.approx(np.mean(gaps))
+    planted = result["models"]["LA_B"]["paired_vs_baseline"]["LA eval"]
+    null = result["models"]["LA_C"]["paired_vs_baseline"]["LA eval"]
+    assert planted["difference"] < -5 and planted["p_value"] < 0.01 and planted["ci95"][1] < 0
+    assert null["difference"] == pytest.approx(0.0) and null["p_value"] > 0.5
+    assert "| LA_B | 3 |" in (out / "comparison.md").read_text()
+    assert (out / "comparison.png").stat().st_size > 0
+
+
+def test_moved_run_folders_find_their_scores_and_a_missing_file_is_one_line(runs, tmp_path, monkeypatch, capsys):
+    """Reports name score files as the run saw them (relative to where it started): a run folder
+    read from elsewhere uses the file beside its report; a deleted one is a one-line error."""
+    for run in runs.glob("LA_*"):
+        report = json.loads((run / "eval_report.json").read_text())
+        report["score_file"] = f"runs/{run.name}/eval_scores.txt"  # relative to a folder we are not in
+        (run / "eval_report.json").write_text(json.dumps(report))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    folders = [str(runs / f"LA_{m}_seed{s}") for m in "AB" for s in (1, 2, 3)]
+    assert compare.main(folders + ["--output_dir", str(out), "--n_boot", "50"]) == 0
+    assert json.loads((out / "comparison.json").read_text())["models"]["LA_B"]["paired_vs_baseline"]["LA eval"]
+    (runs / "LA_B_seed2" / "eval_scores.txt").unlink()
+    capsys.readouterr()
+    assert compare.main(folders + ["--output_dir", str(out), "--n_boot", "50"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "LA_B_seed2" in error and "score file" in error
+
+
+def test_paired_bootstrap_on_noisy_null_and_small_effect(tmp_path):
+    """Two models drawn from the same distribution: not significant; a real but moderate shift: significant."""
+    utts, keys, _ = base_scores(0, n=400)
+    rng = np.random.default_rng(7)
+    files = []
+    for name, shift in (("a", 0.0), ("b", 0.0), ("c", 0.8)):
+        scores = np.where(keys == "bonafide", 1.0 + shift, -1.0) + rng.standard_normal(len(keys))
+        files.append(write_lines(tmp_path / f"{name}.txt", [f"{u} A01 {k} {s:.6f}" for u, k, s in zip(utts, keys, scores)]))
+    both = paired_scores(files)
+    a, b, c = (type(both)(both.scores[i:i + 1], both.is_bonafide, both.utt_ids) for i in range(3))
+    assert paired_bootstrap(a, b, n_boot=500)["p_value"] > 0.05
+    assert paired_bootstrap(a, c, n_boot=500)["p_value"] < 0.01
+
+
+def test_train_runs_missing_seeds_and_reuses_finished_ones(tmp_path, tiny_la, capsys):
+    config = make_config(tmp_path, tiny_la, num_epochs=1)
+    args = ["--train", str(config), "--seeds", "2", "--runs_dir", str(tmp_path / "runs"), "--output_dir",
+            str(tmp_path / "out"), "--n_boot", "50"]
+    assert compare.main(args) == 0
+    result = json.loads((tmp_path / "out/comparison.json").read_text())
+    (label, entry), = result["models"].items()
+    assert entry["seeds"] == [1, 2] and len(entry["runs"]) == 2 and label == "LA_tiny_ep1_bs4"
+    capsys.readouterr()
+    assert compare.main(args) == 0
+    assert capsys.readouterr().err.count("reusing") == 2

@@ -23,7 +23,7 @@ from data_utils import NB_SAMP, SAMPLE_RATE, SkipReport, Trial, default_num_work
 from emospoof.cm.config import load_config
 from emospoof.core.checkpoint import load_weights
 from emospoof.core.config import ConfigError
-from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, CM_KEYS, SPOOF
+from emospoof.core.labels import BONAFIDE, CM_KEYS, SPOOF, cm_scores
 from emospoof.downloads.http import DownloadError
 from emospoof.downloads.registry import entry_for_path, fetch_weights
 from emospoof.metrics.asvspoof2019 import compute_eer
@@ -47,7 +47,7 @@ class FileScores:
 def file_results(run: ScoringRun) -> list[FileScores]:
     """Each scored file's window scores (bona fide minus spoof logit), sorted by path."""
     return sorted((FileScores(utt_id, run.durations[utt_id],
-                              (outputs[:, BONAFIDE_INDEX] - outputs[:, 1 - BONAFIDE_INDEX]).astype(np.float64).tolist())
+                              cm_scores(outputs).astype(np.float64).tolist())
                    for utt_id, outputs in run.outputs.items()), key=lambda r: r.path)
 
 

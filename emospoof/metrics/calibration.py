@@ -1,8 +1,8 @@
 """Score calibration: logistic regression that maps countermeasure scores to log-likelihood
 ratios (LLRs), fitted on dev scores and applied to evaluation scores.
 
-A countermeasure's raw score ranks trials but its scale means nothing: the bona fide logit of one
-run can be +5 where another's is -2 for the same evidence. Calibration fits llr = a * score + b by
+A countermeasure's raw score ranks trials but its scale means nothing: the score of one run can
+be +5 where another's is -2 for the same evidence. Calibration fits llr = a * score + b by
 minimising the class-balanced logistic loss on labelled dev trials (Brümmer and du Preez,
 "Application-independent evaluation of speaker detection", Computer Speech and Language 2006; the
 linear "logistic regression calibration" of the BOSARIS and FoCal toolkits). With equal class

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from data_utils import NB_SAMP, LoadedTrial, SkipReport, Trial, TrialDataset, default_num_workers
 from emospoof.core.config import str_to_bool
-from emospoof.core.labels import BONAFIDE_INDEX
+from emospoof.core.labels import cm_scores
 from emospoof.training import distributed
 from emospoof.training.acceleration import autocast, compiled, resolve_precision
 from models.layers.fused import optimise_for_cpu
@@ -163,8 +163,8 @@ def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str
 
 def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: torch.device,
                  skips: SkipReport, desc: str, augment: Augment | None = None) -> dict[str, float]:
-    """A countermeasure's score of each trial as the reference writes it: the bona fide logit,
-    averaged over the windows in ``"full"`` eval mode (``eval_mode`` and ``eval_hop`` of the config),
+    """A countermeasure's score of each trial (``emospoof.core.labels.cm_scores``: bona fide minus
+    spoof logit), averaged over the windows in ``"full"`` eval mode (``eval_mode`` and ``eval_hop`` of the config),
     in the config's ``precision``, compiled with ``compile``. On CPU in fp32 the model runs as its
     optimised twin (``models.layers.fused``), as ``inference.py`` runs it."""
     model.eval()
@@ -176,4 +176,4 @@ def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: to
     run = score_windows(trials, forward, config["model_config"].get("nb_samp", NB_SAMP),
                         config.get("eval_mode", "first"), config.get("eval_hop"), config["batch_size"],
                         config.get("num_workers", default_num_workers()), skips, desc=desc, augment=augment)
-    return {utt_id: float(outputs[:, BONAFIDE_INDEX].mean()) for utt_id, outputs in run.outputs.items()}
+    return {utt_id: float(cm_scores(outputs).mean()) for utt_id, outputs in run.outputs.items()}

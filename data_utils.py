@@ -148,6 +148,9 @@ class TrialDataset(Dataset):
     samples apart. A file that cannot be used comes back with its reason instead of windows;
     ``reject_silent`` also refuses all-zero audio (scoring it would say nothing about the file).
 
+    ``preprocess(audio)`` (``emospoof.augment.preprocess``) conditions every whole recording as it
+    is read, before anything else, the same way in every mode.
+
     ``augment(audio, rng)`` (``emospoof.augment.pipeline.Augmentation``) transforms the training crop, or
     in the other modes the whole utterance before it is cut. Its NumPy generator is seeded with
     (``seed``, epoch, index of the trial): the draws do not depend on the number of loader
@@ -158,7 +161,7 @@ class TrialDataset(Dataset):
     def __init__(self, trials: list[Trial], nb_samp: int = NB_SAMP, mode: str = "first",
                  hop: int | None = None, reject_silent: bool = False,
                  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         if mode not in ("train", "first", "full"):
             raise ValueError(f"unknown dataset mode {mode!r}")
         self.trials = trials
@@ -167,6 +170,7 @@ class TrialDataset(Dataset):
         self.hop = hop or nb_samp // 2
         self.reject_silent = reject_silent
         self.augment = augment
+        self.preprocess = preprocess
         self.seed = seed % 2**64
         self.epoch = 0
 
@@ -193,6 +197,8 @@ class TrialDataset(Dataset):
         except Exception as err:  # e.g. a resampler failure: one bad file must not stop the run
             return LoadedTrial(None, trial, f"cannot be read ({type(err).__name__}: {err})")
         duration = len(audio) / SAMPLE_RATE
+        if self.preprocess is not None:
+            audio = self.preprocess(audio)
         if self.reject_silent and not np.any(audio):
             return LoadedTrial(None, trial, "silent audio (every sample is zero)", duration)
         if self.mode == "train":

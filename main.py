@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dev_scores", nargs="+", metavar="SCORES",
                         help="--eval: dev score file of each checkpoint, to calibrate scores to LLRs "
                         "(default: the run's dev_scores.txt for a run's weights/final.pth)")
+    parser.add_argument("--threshold", metavar="T",
+                        help="--eval: the fixed threshold at which error rates are counted per group: dev_eer "
+                             "(default when the model's dev scores are known), calibrated, or a number")
     parser.add_argument("--ablations", action="store_true",
                         help="with --eval: evaluate an emotion model with emotion_ablation none, zero and shuffle")
     parser.add_argument("--comment", help="suffix of the run folder name")
@@ -40,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--config is required (or --resume RUN_DIR)")
     if args.ablations and not args.eval:
         parser.error("--ablations goes with --eval")
+    if args.threshold is not None and not args.eval:
+        parser.error("--threshold goes with --eval")
     return args
 
 

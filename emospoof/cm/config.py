@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from emospoof.augment.pipeline import validate_augmentation_config
+from emospoof.augment.preprocess import check_preprocess
 from emospoof.core.config import ConfigError, check_keys, is_number, read_config, str_to_bool
 from emospoof.corpora import check_spec, dataset_name
 from emospoof.training.engine import TRAINING_KEYS, validate_training_keys
@@ -22,6 +23,7 @@ TOP_LEVEL_KEYS = {
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
     "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
     "augmentation", "eval_condition", "train_dataset", "dev_dataset", "eval_datasets", "emotion_labels",
+    "preprocess",
 } | TRAINING_KEYS
 REQUIRED_KEYS = ("batch_size", "num_epochs", "model_config", "optim_config")
 BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
@@ -35,6 +37,13 @@ TRACKS = {"LA": "asvspoof2019_la", "DF": "asvspoof2019_la", "ASVspoof5": "asvspo
 RESERVED_NAMES = ("la_eval", "asvspoof5_eval", "emotional_set", "dev")
 
 
+def _no_own_preprocess(spec: dict, where: str) -> None:
+    """Training and dev data are read as the top-level ``preprocess`` says, all alike."""
+    if "preprocess" in spec:
+        raise ConfigError(f"config key '{where}.preprocess': training and dev data follow the top-level "
+                          "'preprocess' (only eval_datasets entries may differ)")
+
+
 def _check_datasets(config: dict) -> None:
     """The dataset specs: ``train_dataset`` (one or a list), ``dev_dataset``, ``eval_datasets``."""
     train = config.get("train_dataset")
@@ -44,14 +53,18 @@ def _check_datasets(config: dict) -> None:
             raise ConfigError("config key 'train_dataset': expected a dataset or a non-empty list of datasets")
         for i, spec in enumerate(specs):
             check_spec(spec, f"train_dataset[{i}]" if isinstance(train, list) else "train_dataset")
+            _no_own_preprocess(spec, f"train_dataset[{i}]" if isinstance(train, list) else "train_dataset")
     if "dev_dataset" in config:
         check_spec(config["dev_dataset"], "dev_dataset")
+        _no_own_preprocess(config["dev_dataset"], "dev_dataset")
+    check_preprocess(config.get("preprocess"), "preprocess")
     evaluated = config.get("eval_datasets", [])
     if not isinstance(evaluated, list):
         raise ConfigError(f"config key 'eval_datasets': expected a list of datasets, got {evaluated!r}")
     names: set[str] = set()
     for i, spec in enumerate(evaluated):
         check_spec(spec, f"eval_datasets[{i}]")
+        check_preprocess(spec.get("preprocess"), f"eval_datasets[{i}].preprocess")
         name = dataset_name(spec)
         if name in names or name in RESERVED_NAMES:
             raise ConfigError(f"config key 'eval_datasets[{i}]': the name '{name}' is "

@@ -172,6 +172,7 @@ class EvalSet:
     missing: list[str] = field(default_factory=list)
     bonafide_system: str = ""
     source: str = ""
+    preprocess: str | None = None  # emospoof.augment.preprocess, applied to each recording as it is read
 
 
 def eval_sets(config: dict, track_only: bool = False) -> list[EvalSet]:
@@ -185,17 +186,20 @@ def eval_sets(config: dict, track_only: bool = False) -> list[EvalSet]:
         if "emotion_labels" in config:
             trials = with_emotions(trials, read_emotion_labels(Path(config["emotion_labels"])))
         sets.append(EvalSet(TRACK_EVAL_NAMES[spec["format"]], trials, config.get("eval_output", "eval_scores.txt"),
-                            load_asv(config, "asv_score_path", None), source=str(spec["path"])))
+                            load_asv(config, "asv_score_path", None), source=str(spec["path"]),
+                            preprocess=config.get("preprocess")))
     if track_only:
         return sets
     if "emo_dataset" in config:
         emo = load_emotional_set(config)
         sets.append(EvalSet("emotional_set", emo.trials, EMO_SCORES, emotional=True, missing=emo.missing,
-                            bonafide_system=emo.bonafide_system, source=str(config["emo_dataset"])))
+                            bonafide_system=emo.bonafide_system, source=str(config["emo_dataset"]),
+                            preprocess=config.get("preprocess")))
     for i, spec in enumerate(config.get("eval_datasets", [])):
         corpus = _read(spec, f"eval_datasets[{i}]")
         name = dataset_name(spec)
         sets.append(EvalSet(name, corpus.trials, f"{name}_scores.txt",
                             read_asv_scores(spec["asv_scores"]) if "asv_scores" in spec else None,
-                            missing=corpus.missing, source=str(spec["path"])))
+                            missing=corpus.missing, source=str(spec["path"]),
+                            preprocess=spec.get("preprocess", config.get("preprocess"))))
     return sets

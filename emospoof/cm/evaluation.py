@@ -23,22 +23,27 @@ from tqdm import tqdm
 
 from data_utils import SkipReport, Trial
 from emospoof.augment.pipeline import build_eval_conditions
+from emospoof.augment.preprocess import build_preprocess
 from emospoof.cm.data import EvalSet, eval_sets, track_eval_name
+from emospoof.cm.thresholds import fixed_threshold
 from emospoof.core.checkpoint import load_weights
 from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, SPOOF, key_of
 from emospoof.metrics.asvspoof5 import cm_metrics
 from emospoof.metrics.asvspoof2019 import Metrics, evaluate_arrays
 from emospoof.metrics.calibration import calibration_report, fit_calibration
 from emospoof.metrics.fusion import align_runs, fit_fusion, fuse_score_matrix
-from emospoof.metrics.groups import dataset_report, emotion_report
-from emospoof.metrics.score_files import AsvScores, CmScores, read_cm_scores, write_score_file
-from emospoof.reports.plots import plot_det, plot_emotion_eer, plot_score_histogram
-from emospoof.reports.tables import (format_emotion_cells, format_emotion_table, format_metrics, format_table,
+from emospoof.metrics.groups import dataset_report, emotion_report, one_class_report
+from emospoof.metrics.score_files import AsvScores, CmScores, read_cm_scores, write_score_file, write_trial_groups
+from emospoof.reports.html import write_eval_html
+from emospoof.reports.plots import plot_det, plot_emotion_eer, plot_operating_point, plot_score_histogram
+from emospoof.reports.tables import (format_emotion_cells, format_emotion_table, format_metrics, format_one_class,
+                                     format_operating_point, format_table,
                                      summary_row)
 from emospoof.scoring.windows import score_trials
 
 EMO_PLOT = "emo_eer_per_emotion.png"
 EVAL_REPORT = "eval_report.json"
+REPORT_HTML = "report.html"  # the same, with tables and pictures, for a browser
 SYSTEM_FUSION = "mean"  # how the checkpoints of --eval_model_weights become one system
 Scores = dict[str, float]
 
@@ -56,12 +61,14 @@ def metrics_for(trials: list[Trial], scores: Scores, asv: AsvScores | None) -> M
 
 @dataclass
 class Run:
-    """One system's scores of every set, and its dev scores when known (for calibration)."""
+    """One system's scores of every set, its dev scores when known (for calibration), and the
+    threshold a deployed system would apply (``emospoof.cm.thresholds``)."""
 
     label: str
     scores: dict[str, Scores]
     dev: CmScores | None = None
     dev_path: str | None = None
+    threshold: tuple[float, str] | None = None  # the fixed operating threshold and where it comes from
 
 
 def _scored(trials: list[Trial], scores: Scores) -> tuple[list[Trial], np.ndarray, np.ndarray]:
@@ -87,15 +94,28 @@ def _calibration(run: Run, eval_set: EvalSet, trials: list[Trial], values: np.nd
 def set_report(run: Run, eval_set: EvalSet, out_dir: Path, title: str,
                compare: dict[str, Scores] | None = None) -> dict:
     """Score file, metrics, calibration and pictures of one set; ``compare`` (label -> scores)
-    draws one DET curve per model instead of one per attack."""
+    draws one DET curve per model instead of one per attack. A set of one class only (genuine
+    speech without spoofs) gets its error rates at the run's fixed threshold instead."""
     scores = run.scores[eval_set.name]
     trials, values, labels = _scored(eval_set.trials, scores)
+    if not trials:
+        raise ValueError("no file of the set could be scored")
     score_path = out_dir / eval_set.score_file
     write_score_file(score_path, eval_set.trials, scores)
-    report = dataset_report(values, labels, [t.attack for t in trials], [t.emotion for t in trials],
-                            [t.conditions for t in trials], eval_set.asv)
-    report.update(source=eval_set.source, score_file=str(score_path), n_scored=len(trials),
-                  n_unscored=len(eval_set.trials) - len(trials),
+    groups_path = score_path.with_name(f"{score_path.stem}_groups.tsv")
+    write_trial_groups(groups_path, trials)
+    groups = ([t.attack for t in trials], [t.emotion for t in trials])
+    if labels.all() or not labels.any():
+        report = one_class_report(values, labels, *groups, [t.speaker for t in trials], [t.conditions for t in trials],
+                                  run.threshold)
+        report.update(source=eval_set.source, score_file=str(score_path), groups_file=str(groups_path),
+                      n_scored=len(trials), n_unscored=len(eval_set.trials) - len(trials))
+        _plot_operating_point(report, out_dir, eval_set.name, title)
+        return report
+    report = dataset_report(values, labels, *groups, [t.conditions for t in trials], eval_set.asv,
+                            speakers=[t.speaker for t in trials], fixed_threshold=run.threshold)
+    report.update(source=eval_set.source, score_file=str(score_path), groups_file=str(groups_path),
+                  n_scored=len(trials), n_unscored=len(eval_set.trials) - len(trials),
                   calibration=_calibration(run, eval_set, trials, values, labels, out_dir))
     if compare:
         curves = {label: _scored(eval_set.trials, other)[1:] for label, other in compare.items()}
@@ -111,10 +131,25 @@ def set_report(run: Run, eval_set: EvalSet, out_dir: Path, title: str,
     if report["per_emotion"]:
         report["emotion_plot"] = str(out_dir / f"{eval_set.name}_per_emotion.png")
         plot_emotion_eer(report, report["emotion_plot"], f"{title}: {eval_set.name}, EER per emotion", "all attacks")
+    _plot_operating_point(report, out_dir, eval_set.name, title)
     return report
 
 
+def _plot_operating_point(report: dict, out_dir: Path, name: str, title: str) -> None:
+    """FRR and FAR per emotion (else per group of the first factor) at the fixed threshold, or at
+    the set's EER threshold when the run has no fixed one."""
+    points = report["operating_points"]
+    point = points.get("fixed") or points.get("set_eer")
+    if point is None or not point["groups"]:
+        return
+    report["operating_point_plot"] = str(out_dir / f"{name}_operating_point.png")
+    plot_operating_point(point, report["operating_point_plot"], f"{title}: {name}")
+
+
 def _print_set(name: str, report: dict) -> None:
+    if "one_class" in report:
+        tqdm.write(format_one_class(name, report))
+        return
     five, calibration = report["asvspoof5"], report["calibration"]
     lines = [format_metrics(name, report),
              f"  ASVspoof 5: min DCF {five['min_dcf']:.4f}  act DCF {five['act_dcf']:.4f}  "
@@ -124,6 +159,9 @@ def _print_set(name: str, report: dict) -> None:
         lines.append(f"  calibrated on dev: act DCF {after['act_dcf']:.4f}  Cllr {after['cllr']:.4f} bits")
     if report["per_emotion"]:
         lines.append(format_emotion_cells(report))
+    point = report["operating_points"].get("fixed")
+    if point is not None:
+        lines.append(format_operating_point(point))
     tqdm.write("\n".join(lines))
 
 
@@ -154,7 +192,7 @@ def system_report(run: Run, sets: list[EvalSet], out_dir: Path, title: str,
         per_model = {label: scores[eval_set.name] for label, scores in compare.items()} if compare else None
         try:
             report["datasets"][eval_set.name] = set_report(run, eval_set, out_dir, title, per_model)
-        except ValueError as err:  # e.g. every file of one class unreadable: report it, go on with the others
+        except ValueError as err:  # e.g. every file of the set unreadable: report it, go on with the others
             tqdm.write(f"warning: {eval_set.name} ({eval_set.source}): {err}; it has no metrics")
             report["datasets"][eval_set.name] = {"error": str(err), "source": eval_set.source}
             continue
@@ -185,7 +223,9 @@ def _score_matrix(runs: list[Run], name: str, trials: list[Trial]) -> tuple[list
 
 def fuse_runs(runs: list[Run], sets: list[EvalSet]) -> Run:
     """The checkpoints as one system: each set's scores fused, and their dev scores too when
-    every checkpoint has them (so the fused system is calibrated like one model)."""
+    every checkpoint has them (so the fused system is calibrated like one model). It has no fixed
+    threshold: ``mean`` standardises each set's scores over that set, so a dev threshold does
+    not carry to it (each checkpoint's report has its own)."""
     scores = {}
     for eval_set in sets:
         kept, matrix = _score_matrix(runs, eval_set.name, eval_set.trials)
@@ -244,7 +284,7 @@ def evaluate_conditions(model: nn.Module, config: dict, device: torch.device, ru
     score_path = run_dir / eval_set.score_file
     for name, condition in build_eval_conditions(config, tqdm.write).items():
         scores = score_trials(model, eval_set.trials, config, device, skips, f"{eval_set.name} [{name}]",
-                              augment=condition)
+                              augment=condition, preprocess=build_preprocess(eval_set.preprocess))
         path = score_path.with_name(f"{score_path.stem}_{name}{score_path.suffix}")
         write_score_file(path, eval_set.trials, scores)
         metrics = metrics_for(eval_set.trials, scores, eval_set.asv)
@@ -255,15 +295,17 @@ def evaluate_conditions(model: nn.Module, config: dict, device: torch.device, ru
 
 def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
                       extra: dict | None = None, dev_scores: Path | None = None,
-                      sets: list[EvalSet] | None = None, conditions: bool = True) -> dict:
+                      sets: list[EvalSet] | None = None, conditions: bool = True, threshold: str | None = None) -> dict:
     """Score every evaluation set with ``model`` (or only ``sets``), and the track's eval set
     under each ``eval_condition`` unless ``conditions`` is False; write the score files,
     pictures and ``eval_report.json``, print the tables. ``dev_scores``: the model's dev score
-    file, to calibrate on."""
+    file, to calibrate on and to take the fixed threshold from (``threshold``: see
+    ``emospoof.cm.thresholds.fixed_threshold``)."""
     sets = eval_sets(config) if sets is None else sets
     skips = SkipReport(tqdm.write)
+    dev = read_dev_scores(dev_scores)
     run = Run(config["model_config"]["architecture"], _score_sets(model, sets, config, device, skips),
-              read_dev_scores(dev_scores), str(dev_scores) if dev_scores else None)
+              dev, str(dev_scores) if dev_scores else None, fixed_threshold(threshold, dev, dev_scores))
     report = system_report(run, sets, run_dir, run.label)
     track_set = [s for s in sets if s.name == track_eval_name(config)]
     if conditions and "eval_condition" in config and track_set:
@@ -272,7 +314,7 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
 
 
 def evaluate_checkpoints(model: nn.Module, weights: list[Path], config: dict, device: torch.device, run_dir: Path,
-                         dev_scores: list[Path | None]) -> dict:
+                         dev_scores: list[Path | None], threshold: str | None = None) -> dict:
     """``main.py --eval`` with several checkpoints of one architecture: each is scored and
     reported in ``checkpoints/<n>_<name>/``, their fusion in ``run_dir``, and ``ensemble`` gives
     best, mean and fused results per set."""
@@ -281,8 +323,9 @@ def evaluate_checkpoints(model: nn.Module, weights: list[Path], config: dict, de
     runs = []
     for i, (path, dev) in enumerate(zip(weights, dev_scores), start=1):
         load_weights(model, path, device)
-        runs.append(Run(f"{i}_{path.stem}", _score_sets(model, sets, config, device, skips), read_dev_scores(dev),
-                        str(dev) if dev else None))
+        dev_of_run = read_dev_scores(dev)
+        runs.append(Run(f"{i}_{path.stem}", _score_sets(model, sets, config, device, skips), dev_of_run,
+                        str(dev) if dev else None, fixed_threshold(threshold, dev_of_run, dev)))
     checkpoints = [{"weights": str(path), **system_report(run, sets, run_dir / "checkpoints" / run.label, run.label)}
                    for path, run in zip(weights, runs)]
     fused = fuse_runs(runs, sets)
@@ -295,7 +338,8 @@ def evaluate_checkpoints(model: nn.Module, weights: list[Path], config: dict, de
 
 def _score_sets(model: nn.Module, sets: list[EvalSet], config: dict, device: torch.device,
                 skips: SkipReport) -> dict[str, Scores]:
-    return {s.name: score_trials(model, s.trials, config, device, skips, s.name) for s in sets}
+    return {s.name: score_trials(model, s.trials, config, device, skips, s.name, preprocess=build_preprocess(s.preprocess))
+            for s in sets}
 
 
 def _write_report(report: dict, run_dir: Path, skips: SkipReport, extra: dict | None) -> dict:
@@ -304,5 +348,6 @@ def _write_report(report: dict, run_dir: Path, skips: SkipReport, extra: dict | 
         skips.write(run_dir / "skipped_files.tsv")
         tqdm.write(f"{len(skips)} file(s) skipped, listed in {run_dir / 'skipped_files.tsv'}")
     (run_dir / EVAL_REPORT).write_text(json.dumps(report, indent=2))
-    tqdm.write(f"report: {run_dir / EVAL_REPORT}")
+    write_eval_html(report, run_dir / REPORT_HTML, f"Evaluation: {run_dir.name}")
+    tqdm.write(f"report: {run_dir / EVAL_REPORT}, {run_dir / REPORT_HTML}")
     return report

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from emospoof.cm.config import load_config, run_name
 from emospoof.core.config import ConfigError
+from emospoof.reports.html import write_comparison_html
 from emospoof.reports.seed_comparison import compare, find_runs, group_runs, write_outputs
 
 
@@ -40,9 +41,11 @@ def train_missing(configs: list[Path], seeds: int, output_dir: Path, extra_args:
 def compare_runs(folders: list[Path], configs: list[Path] | None, seeds: int, runs_dir: Path, output_dir: Path,
                  n_boot: int, extra_args: list[str]) -> Path:
     """``compare.py``: train what ``configs`` x seeds still lacks, compare every run folder (the
-    trained ones first, in config order), write the comparison to ``output_dir``; returns the
-    Markdown table's path."""
+    trained ones first, in config order), write the comparison to ``output_dir`` (``comparison.md``,
+    ``.json``, ``.png`` and the self-contained ``report.html``); returns the Markdown table's path."""
     if configs:
         folders = train_missing(configs, seeds, runs_dir, extra_args) + list(folders)
-    write_outputs(compare(group_runs(find_runs(folders)), n_boot), output_dir)
+    result = compare(group_runs(find_runs(folders)), n_boot)
+    write_outputs(result, output_dir)
+    write_comparison_html(result, output_dir / "report.html", output_dir / "comparison.png")
     return output_dir / "comparison.md"

@@ -21,11 +21,13 @@ from tqdm import tqdm
 
 from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, make_loader
 from emospoof.augment.pipeline import build_augmentation
+from emospoof.augment.preprocess import build_preprocess
 from emospoof.cm.ablations import evaluate_ablations
 from emospoof.cm.config import load_config, run_name
 from emospoof.cm.data import (check_paths, dev_asv, dev_trials, eval_sets, has_eval_data, resolve_asv_path,
                               track_eval_name, training_trials)
 from emospoof.cm.evaluation import evaluate_checkpoints, evaluate_eval_set, metrics_for
+from emospoof.cm.thresholds import DEV_SCORES
 from emospoof.core.checkpoint import load_checkpoint, load_weights
 from emospoof.core.config import ConfigError, str_to_bool
 from emospoof.metrics.score_files import AsvScores, write_score_file
@@ -43,7 +45,6 @@ CLASS_WEIGHTS = (0.1, 0.9)
 # Dev scores of the best epoch and of the final model, in the run folder: the final model's are
 # what its evaluation calibrates on.
 BEST_DEV_SCORES = "dev_scores_best.txt"
-DEV_SCORES = "dev_scores.txt"
 
 
 class CountermeasureTask:
@@ -55,6 +56,7 @@ class CountermeasureTask:
         self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
         self.dev_trials, self.dev_asv, self.skips = dev_trials, dev_asv, skips
         self.dev_scores: dict[str, float] = {}  # of the last validation
+        self.preprocess = build_preprocess(config.get("preprocess"))
         self.class_weight = torch.tensor(CLASS_WEIGHTS, device=device)
         self.freq_aug = str_to_bool(config.get("freq_aug", False), "freq_aug")
         self.eval_all_best = str_to_bool(config.get("eval_all_best", False), "eval_all_best")
@@ -69,7 +71,8 @@ class CountermeasureTask:
         pass  # the loader's sampler carries the epoch to the crops and augmentation draws
 
     def validate(self, epoch: int) -> Validation:
-        scores = score_trials(self.model, self.dev_trials, self.config, self.device, self.skips, f"epoch {epoch} dev")
+        scores = score_trials(self.model, self.dev_trials, self.config, self.device, self.skips, f"epoch {epoch} dev",
+                              preprocess=self.preprocess)
         self.dev_scores = scores
         dev = metrics_for(self.dev_trials, scores, self.dev_asv)
         tdcf = dev["min_tdcf"] if dev["min_tdcf"] is not None else float("nan")
@@ -127,7 +130,8 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int,
         if settings.sync_batchnorm:
             distributed.convert_sync_batchnorm(swa_model, device)
         update_bn_of_trainable(train_loader, swa_model, device)
-        swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev")
+        swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev",
+                                  preprocess=task.preprocess)
         swa_eer = metrics_for(task.dev_trials, swa_scores, task.dev_asv)["eer"]
         if distributed.is_main():
             torch.save(swa_model.module.state_dict(), weights_dir / "swa.pth")
@@ -164,7 +168,8 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     if augmentation is not None:
         tqdm.write(f"training-data augmentation: {augmentation.describe()}")
     train_set = TrialDataset(training_trials(config), config["model_config"].get("nb_samp", NB_SAMP), "train",
-                             augment=augmentation, seed=seed)
+                             augment=augmentation, seed=seed,
+                             preprocess=build_preprocess(config.get("preprocess")))
     task = CountermeasureTask(model, config, device, run_dir, dev_trials(config), dev_asv_scores, skips)
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -235,13 +240,13 @@ def run_on(args: argparse.Namespace, device: torch.device) -> None:
         if len(weights) > 1:
             if args.ablations:
                 raise ConfigError("--ablations evaluates one checkpoint; give one --eval_model_weights")
-            evaluate_checkpoints(model, weights, config, device, output_dir, dev_scores)
+            evaluate_checkpoints(model, weights, config, device, output_dir, dev_scores, args.threshold)
             return
         load_weights(model, weights[0], device)
         if args.ablations:
             evaluate_ablations(model, config, device, output_dir)
         else:
-            evaluate_eval_set(model, config, device, output_dir, dev_scores=dev_scores[0])
+            evaluate_eval_set(model, config, device, output_dir, dev_scores=dev_scores[0], threshold=args.threshold)
         return
     if not resume:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)

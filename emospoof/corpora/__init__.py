@@ -22,6 +22,7 @@ from emospoof.corpora.common import Corpus, read_emotion_labels, with_emotions
 from emospoof.corpora.deepfake import FOR_SPLITS, read_fake_or_real, read_in_the_wild
 from emospoof.corpora.emotional import EMOFAKE_SPLITS, read_emofake, read_emospoof_tts, read_emotional_set
 from emospoof.corpora.protocol import read_protocol_tsv
+from emospoof.corpora.ravdess import read_emotion_folders, read_ravdess_set
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,12 @@ FORMATS = {
     "emofake": Format(read_emofake, EMOFAKE_SPLITS),
     "emospoof_tts": Format(read_emospoof_tts, options=("bonafide_system", "bonafide_path")),
     "protocol_tsv": Format(read_protocol_tsv),
+    "ravdess": Format(read_ravdess_set, options=("actors",)),
+    "emotion_folders": Format(read_emotion_folders),
 }
-# Keys of every spec: a report name, the format and path, and optional label sources.
-COMMON_KEYS = ("name", "format", "path", "asv_scores", "emotion_labels")
+# Keys of every spec: a report name, the format and path, optional label sources, and the
+# preprocessing of its audio (emospoof.augment.preprocess; default: the config's "preprocess").
+COMMON_KEYS = ("name", "format", "path", "asv_scores", "emotion_labels", "preprocess")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -82,6 +86,10 @@ def check_spec(spec: object, where: str) -> None:
     if fmt.splits and spec.get("split", None if fmt.split_required else fmt.splits[0]) not in fmt.splits:
         raise ConfigError(f"config key '{where}.split': format {name} needs one of {', '.join(fmt.splits)}, "
                           f"got {spec.get('split')!r}")
+    actors = spec.get("actors", [1])
+    if not (isinstance(actors, list) and actors and all(isinstance(a, int) and not isinstance(a, bool) and a > 0
+                                                        for a in actors)):
+        raise ConfigError(f"config key '{where}.actors': expected a non-empty list of actor numbers, got {actors!r}")
     if spec.get("subset", "eval") not in SUBSETS:
         raise ConfigError(f"config key '{where}.subset': expected one of {', '.join(SUBSETS)}, got {spec['subset']!r}")
 

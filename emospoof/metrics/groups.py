@@ -12,6 +12,7 @@ import numpy.typing as npt
 from emospoof.core.emotions import HIGH_AROUSAL, LOW_AROUSAL, UNLABELLED
 from emospoof.core.labels import BONAFIDE, SPOOF
 from emospoof.metrics.asvspoof5 import cm_metrics
+from emospoof.metrics.operating_point import accepted, group_factors, operating_point
 from emospoof.metrics.asvspoof2019 import as_scores, compute_eer, eer_bootstrap_ci, evaluate_arrays
 from emospoof.metrics.score_files import AsvScores
 
@@ -136,12 +137,15 @@ def per_condition_cells(scores: np.ndarray, is_bonafide: np.ndarray,
 
 def dataset_report(scores: npt.ArrayLike, is_bonafide: npt.ArrayLike, attacks: Sequence[str],
                    emotions: Sequence[str], conditions: Sequence[tuple[tuple[str, str], ...]],
-                   asv: AsvScores | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+                   asv: AsvScores | None = None, n_boot: int = 1000, seed: int = 0,
+                   speakers: Sequence[str] | None = None, fixed_threshold: tuple[float, str] | None = None) -> dict:
     """Everything reported for one scored evaluation set, one entry per trial (higher score = more
     bona fide): EER, min t-DCF (with ASV scores), EER per attack (spoofs of the attack vs all bona
     fide), counts; ``asvspoof5`` (min DCF, act DCF, Cllr, EER); ``per_condition``;
     ``per_emotion`` (with bootstrap intervals), ``worst_emotion``, ``arousal_gap`` and
-    ``n_unlabelled``."""
+    ``n_unlabelled``; ``operating_points``: FRR and FAR per group at the set's own EER threshold
+    (``set_eer``) and at ``fixed_threshold`` (value, source) carried in from outside the set
+    (``fixed``: e.g. the run's dev EER threshold), see ``emospoof.metrics.operating_point``."""
     cm = as_scores(scores, "CM")
     bonafide = np.asarray(is_bonafide, dtype=bool)
     if bonafide.all() or not bonafide.any():
@@ -153,4 +157,37 @@ def dataset_report(scores: npt.ArrayLike, is_bonafide: npt.ArrayLike, attacks: S
     emotion_array = np.asarray(emotions, dtype=str)
     report["per_emotion"] = per_emotion_cells(cm, bonafide, emotion_array, n_boot, seed)
     report.update(emotion_summary(report["per_emotion"], bonafide, emotion_array))
+    factors = group_factors(emotion_array, speakers if speakers is not None else [UNLABELLED] * cm.size, attacks,
+                            conditions)
+    eer_threshold = compute_eer(cm[bonafide], cm[~bonafide])[1]
+    report["operating_points"] = {"set_eer": operating_point(cm, bonafide, factors, eer_threshold, "the set's EER",
+                                                             n_boot, seed)}
+    if fixed_threshold is not None:
+        report["operating_points"]["fixed"] = operating_point(cm, bonafide, factors, *fixed_threshold, n_boot, seed)
+    return report
+
+
+def one_class_report(scores: npt.ArrayLike, is_bonafide: npt.ArrayLike, attacks: Sequence[str],
+                     emotions: Sequence[str], speakers: Sequence[str],
+                     conditions: Sequence[tuple[tuple[str, str], ...]],
+                     fixed_threshold: tuple[float, str] | None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The report of a set holding one class only, e.g. genuine emotional speech without spoofs:
+    no EER can be computed, but a deployed detector's threshold still decides each trial. At
+    ``fixed_threshold`` (value, source) it gives the acceptance and the FRR (bona fide) or FAR
+    (spoofs) over the set and per emotion, arousal, speaker and condition; without a threshold
+    it says how to get one."""
+    cm = as_scores(scores, "CM")
+    bonafide = np.asarray(is_bonafide, dtype=bool)
+    kind = "bonafide" if bonafide.all() else "spoof"
+    report: dict = {"one_class": kind, "n_bonafide": int(bonafide.sum()), "n_spoof": int((~bonafide).sum()),
+                    "score_mean": float(cm.mean()), "score_std": float(cm.std()), "operating_points": {}}
+    if fixed_threshold is None:
+        report["note"] = ("only one class: no EER; give a threshold (main.py --eval --threshold, or evaluate a run "
+                          "whose dev scores give one) to get the error rates at it")
+        return report
+    factors = group_factors(emotions, speakers, attacks, conditions)
+    report["operating_points"]["fixed"] = operating_point(cm, bonafide, factors, *fixed_threshold, n_boot, seed)
+    rates = report["operating_points"]["fixed"]["pooled"]
+    report["acceptance"] = 100 * np.mean(accepted(cm, fixed_threshold[0]))
+    report["frr" if kind == "bonafide" else "far"] = rates["frr" if kind == "bonafide" else "far"]["rate"]
     return report

@@ -1,5 +1,17 @@
-"""Paired comparison of two models scored on the same trials, over seeds: the bootstrap test that
-``compare.py`` reports.
+"""Paired comparison of two models over seeds and trials: the test ``compare.py`` reports.
+
+Each model is a group of runs (its seeds), every run scored on the same trials. The statistic is
+the difference of the two groups' seed means of a per-run figure (model minus baseline): the EER,
+or the FRR (bona fide rejected) at each run's own fixed threshold, over all bona fide trials or a
+subset of them (e.g. the high-arousal ones). Its interval comes from a two-level bootstrap:
+each replicate draws the seeds of each group with replacement, then the trials with replacement
+(bona fide and spoof separately, the same trials for both groups, since they are paired), and
+recomputes the statistic; so the interval widens both when trials are few and when seeds
+disagree (Bouthillier et al., "Accounting for variance in machine learning benchmarks", MLSys
+2021: randomise over data and seeds; the bootstrap test of Efron & Tibshirani, "An Introduction
+to the Bootstrap", 1993, ch. 16). The two-sided p-value is twice the share of replicates on the
+far side of zero, with the usual +1 correction. ``levels=("trials",)`` keeps every seed in every
+replicate: the trial-only test (it ignores how much a model depends on its seed).
 """
 from __future__ import annotations
 
@@ -11,21 +23,32 @@ import numpy as np
 from emospoof.core.config import ConfigError
 from emospoof.core.labels import BONAFIDE
 from emospoof.metrics.asvspoof2019 import compute_eer
+from emospoof.metrics.operating_point import accepted
 from emospoof.metrics.score_files import read_cm_scores
+
+STATISTICS = ("eer", "frr")
+LEVELS = ("seeds", "trials")
 
 
 @dataclass
 class PairedScores:
-    """Scores of several runs on the same trials: (runs, trials), and which trials are bona fide."""
+    """Scores of several runs (seeds) on the same trials: (runs, trials), which trials are bona
+    fide, and each run's fixed threshold (needed for the FRR)."""
 
     scores: np.ndarray
     is_bonafide: np.ndarray
     utt_ids: list[str] = field(default_factory=list)
+    thresholds: np.ndarray | None = None
+
+    def select(self, rows: slice) -> PairedScores:
+        return PairedScores(self.scores[rows], self.is_bonafide, self.utt_ids,
+                            None if self.thresholds is None else self.thresholds[rows])
 
 
-def paired_scores(files: list[Path]) -> PairedScores:
-    """Score files of runs over the same trials, aligned on the trials all of them scored."""
-    runs = [read_cm_scores(path) for path in files]
+def paired_scores(files: list[Path], thresholds: list[float] | None = None) -> PairedScores:
+    """Score files of runs over the same trials, aligned on the trials all of them scored (a file
+    may hold bona fide trials only: a genuine-speech set)."""
+    runs = [read_cm_scores(path, both_classes=False) for path in files]
     common = set(runs[0].utt_ids.tolist()).intersection(*(set(r.utt_ids.tolist()) for r in runs[1:]))
     if not common:
         raise ConfigError(f"{files[0]}: the runs share no scored trial")
@@ -36,27 +59,57 @@ def paired_scores(files: list[Path]) -> PairedScores:
         index = np.array([position[utt] for utt in order])
         matrix[row] = run.scores[index]
         keys = run.keys[index]
-    return PairedScores(matrix, keys == BONAFIDE, order)
+    return PairedScores(matrix, keys == BONAFIDE, order, None if thresholds is None else np.asarray(thresholds, float))
 
 
-def _mean_eer(scores: np.ndarray, is_bonafide: np.ndarray) -> float:
-    return float(np.mean([100 * compute_eer(row[is_bonafide], row[~is_bonafide])[0] for row in scores]))
+def run_figures(group: PairedScores, statistic: str, index: np.ndarray, subset: np.ndarray | None) -> np.ndarray:
+    """The per-run figure on the trials ``index`` (a resample): EER or FRR in percent."""
+    labels = group.is_bonafide[index]
+    scores = group.scores[:, index]
+    if statistic == "eer":
+        return np.array([100 * compute_eer(row[labels], row[~labels])[0] for row in scores])
+    bonafide = labels if subset is None else labels & subset[index]
+    if not bonafide.any():
+        return np.full(len(scores), np.nan)
+    rejected = ~accepted(scores[:, bonafide], group.thresholds[:, None])
+    return 100 * rejected.mean(axis=1)
 
 
-def paired_bootstrap(baseline: PairedScores, model: PairedScores, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Difference of seed-mean EERs (model minus baseline, percentage points) with its bootstrap
-    95 % interval and two-sided p-value; both score sets must cover the same trials."""
+def paired_bootstrap(baseline: PairedScores, model: PairedScores, statistic: str = "eer",
+                     subset: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
+                     levels: tuple[str, ...] = LEVELS) -> dict:
+    """The difference of seed means (model minus baseline) of ``statistic`` with its two-level
+    bootstrap 95 % interval and p-value; ``subset`` (a mask over trials) restricts the FRR to
+    those bona fide trials. Both groups must cover the same trials."""
     if baseline.utt_ids != model.utt_ids:
         raise ValueError("the baseline and the model were scored on different trials")
-    bonafide, spoof = np.flatnonzero(baseline.is_bonafide), np.flatnonzero(~baseline.is_bonafide)
-    observed = _mean_eer(model.scores, model.is_bonafide) - _mean_eer(baseline.scores, baseline.is_bonafide)
+    if statistic not in STATISTICS or not set(levels) <= set(LEVELS) or "trials" not in levels:
+        raise ValueError(f"statistic must be one of {STATISTICS} and levels include 'trials', got {statistic}, {levels}")
+    is_bonafide = baseline.is_bonafide
+    in_subset = is_bonafide if subset is None else is_bonafide & subset
+    if statistic == "frr" and (baseline.thresholds is None or model.thresholds is None or not in_subset.any()):
+        raise ValueError("the FRR needs each run's threshold and bona fide trials")
+    if statistic == "eer" and (is_bonafide.all() or not is_bonafide.any()):
+        raise ValueError("the EER needs bona fide and spoof trials")
+    everything = np.arange(is_bonafide.size)
+    observed = (run_figures(model, statistic, everything, subset).mean()
+                - run_figures(baseline, statistic, everything, subset).mean())
     rng = np.random.default_rng(seed)
+    bonafide, spoof = np.flatnonzero(is_bonafide), np.flatnonzero(~is_bonafide)
     differences = np.empty(n_boot)
     for b in range(n_boot):
         index = np.concatenate([rng.choice(bonafide, bonafide.size), rng.choice(spoof, spoof.size)])
-        labels = baseline.is_bonafide[index]
-        differences[b] = _mean_eer(model.scores[:, index], labels) - _mean_eer(baseline.scores[:, index], labels)
-    far_side = min(np.sum(differences <= 0), np.sum(differences >= 0))
-    low, high = np.percentile(differences, [2.5, 97.5])
-    return {"difference": observed, "ci95": [float(low), float(high)], "p_value": min(1.0, 2 * (far_side + 1) / (n_boot + 1)),
-            "n_bonafide": int(bonafide.size), "n_spoof": int(spoof.size), "n_boot": n_boot}
+        means = []
+        for group in (model, baseline):
+            figures = run_figures(group, statistic, index, subset)
+            picked = rng.integers(0, len(figures), len(figures)) if "seeds" in levels else np.arange(len(figures))
+            means.append(figures[picked].mean())
+        differences[b] = means[0] - means[1]
+    finite = differences[np.isfinite(differences)]  # a resample may hold no subset trial
+    far_side = min(np.sum(finite <= 0), np.sum(finite >= 0))
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return {"statistic": statistic, "difference": float(observed), "ci95": [float(low), float(high)],
+            "p_value": min(1.0, 2 * (far_side + 1) / (finite.size + 1)), "levels": list(levels),
+            "n_seeds": [len(baseline.scores), len(model.scores)],
+            "n_bonafide": int(in_subset.sum() if statistic == "frr" else bonafide.size),
+            "n_spoof": int(spoof.size), "n_boot": n_boot}

@@ -9,6 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
+from emospoof.core.emotions import UNLABELLED, arousal_of
 from emospoof.core.labels import CM_KEYS, SPOOF, key_of
 from emospoof.core.text_lines import numbered_fields
 
@@ -96,11 +97,13 @@ def _require_keys(
             raise ScoreFileError(path, f"no {key!r} trials")
 
 
-def read_cm_scores(path: str | os.PathLike[str]) -> CmScores:
-    """Read ``UTT ATTACK KEY SCORE`` lines (KEY bonafide|spoof; ATTACK '-' for bona fide)."""
+def read_cm_scores(path: str | os.PathLike[str], both_classes: bool = True) -> CmScores:
+    """Read ``UTT ATTACK KEY SCORE`` lines (KEY bonafide|spoof; ATTACK '-' for bona fide); a file
+    without one of the classes is refused unless ``both_classes`` is False (a genuine-speech set)."""
     rows, scores = _read_score_lines(path, ("utterance", "attack", "key", "score"), CM_KEYS)
     utt_ids, attacks, keys = (np.array(column) for column in zip(*rows))
-    _require_keys(path, keys, CM_KEYS)
+    if both_classes:
+        _require_keys(path, keys, CM_KEYS)
     return CmScores(utt_ids=utt_ids, attacks=attacks, keys=keys, scores=scores)
 
 
@@ -126,3 +129,33 @@ def write_score_file(path: str | os.PathLike[str], trials: list, scores: dict[st
         for trial in trials:
             if trial.utt_id in scores:
                 handle.write(f"{trial.utt_id} {trial.attack} {key_of(trial.label)} {scores[trial.utt_id]:.6f}\n")
+
+
+GROUP_COLUMNS = ("utt_id", "key", "emotion", "arousal", "speaker")
+
+
+def write_trial_groups(path: str | os.PathLike[str], trials: list) -> None:
+    """Beside a score file: each trial's key, emotion, arousal group and speaker (tab-separated,
+    with a header; whitespace inside a speaker name becomes '_'), so that figures per group can be recomputed from the scores alone (e.g. by
+    ``compare.py``)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\t".join(GROUP_COLUMNS) + "\n")
+        for trial in trials:
+            fields = (trial.utt_id, key_of(trial.label), trial.emotion, arousal_of(trial.emotion) or UNLABELLED,
+                      "_".join(trial.speaker.split()) or UNLABELLED)
+            handle.write("\t".join(fields) + "\n")
+
+
+def read_trial_groups(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
+    """utterance id -> {key, emotion, arousal, speaker} of a file :func:`write_trial_groups` wrote."""
+    groups = {}
+    for line_no, fields in numbered_fields(path, lambda reason, number: ScoreFileError(path, reason, number)):
+        if line_no == 1:
+            if tuple(fields) != GROUP_COLUMNS:
+                raise ScoreFileError(path, f"expected the header {' '.join(GROUP_COLUMNS)}", 1)
+            continue
+        if len(fields) != len(GROUP_COLUMNS):
+            raise ScoreFileError(path, f"expected {len(GROUP_COLUMNS)} tab-separated fields, got {len(fields)}",
+                                 line_no)
+        groups[fields[0]] = dict(zip(GROUP_COLUMNS[1:], fields[1:]))
+    return groups

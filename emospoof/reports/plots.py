@@ -1,5 +1,6 @@
-"""Pictures people look at rather than read: EER per emotion, DET curves, score histograms and
-training curves. matplotlib is imported inside each function: it is slow to import and only
+"""Pictures people look at rather than read: EER per emotion, error rates per group at one
+threshold, DET curves, score histograms, training curves, ablations, the seed comparison and the
+SER confusion matrix. matplotlib is imported inside each function: it is slow to import and only
 needed when a picture is drawn."""
 from __future__ import annotations
 
@@ -43,8 +44,6 @@ def plot_emotion_eer(report: dict, path: str | os.PathLike[str], title: str = "E
 
 
 DET_TICKS = (0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95)
-
-
 DET_POINTS = 2000  # points drawn per curve; a million-trial curve is thinned to this
 
 
@@ -197,3 +196,34 @@ def plot_confusion(report: dict, names: tuple[str, ...], path: Path, title: str)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_operating_point(point: dict, path: str | os.PathLike[str], title: str) -> None:
+    """FRR (bona fide rejected) and FAR (spoofs accepted) at one threshold, per emotion (else per
+    value of the point's first factor) and pooled, with bootstrap 95 % intervals; the two panels
+    share the threshold named in the title."""
+    from matplotlib.figure import Figure
+
+    factor = "emotion" if "emotion" in point["groups"] else next(iter(point["groups"]))
+    cells = {**point["groups"][factor], "pooled": point["pooled"]}
+    figure = Figure(figsize=(max(6.0, 0.75 * len(cells) + 2.5), 4.2), layout="constrained")
+    for index, (rate, words) in enumerate((("frr", "bona fide rejected (FRR, %)"),
+                                           ("far", "spoofs accepted (FAR, %)")), start=1):
+        axes = figure.add_subplot(1, 2, index)
+        names = list(cells)
+        values = [cells[n][rate] for n in names]
+        heights = [v["rate"] if v else 0.0 for v in values]
+        errors = np.array([[v["rate"] - v["ci95"][0], v["ci95"][1] - v["rate"]] if v else [0.0, 0.0]
+                           for v in values]).T
+        axes.bar(np.arange(len(names)), heights, 0.7, yerr=errors, capsize=2,
+                 color=["tab:gray" if n == "pooled" else ("tab:red" if rate == "frr" else "tab:blue") for n in names])
+        for x, v in enumerate(values):
+            axes.text(x, 0.5, "n/a" if v is None else str(v["n"]), ha="center", va="bottom", fontsize=7,
+                      rotation=90 if v is None else 0)
+        axes.set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=8)
+        axes.set_ylim(0, 100)
+        axes.set_ylabel(words)
+        axes.grid(axis="y", alpha=0.3)
+    figure.suptitle(f"{title}\nthreshold {point['threshold']:.3f}: {point['source']} (bar labels: trials)",
+                    fontsize=9)
+    figure.savefig(path, dpi=120)

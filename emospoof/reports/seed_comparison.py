@@ -1,16 +1,16 @@
-"""Comparing countermeasures honestly: several seeds per model, the same trials, a paired test.
+"""Comparing countermeasures honestly: several seeds per model, the same trials, paired tests.
 
 Finished run folders (``main.py`` output: ``config.conf``, ``eval_report.json`` and the score files
-it names) are grouped by their config; the runs of a group are its seeds. Per group: mean and
-standard deviation over seeds of the dev EER, the LA eval EER and min t-DCF, each emotion's EER,
-the worst-emotion EER and the arousal gap (``emospoof.metrics.groups.arousal_gap``). Each group is compared with the
-first (the baseline) by a paired bootstrap on the same trials: utterances are resampled with
-replacement (bona fide and spoof separately), every run's EER is recomputed on the resample, and the
-statistic is the difference of the two groups' seed-mean EERs (Efron & Tibshirani, "An Introduction
-to the Bootstrap", 1993, ch. 16: bootstrap hypothesis tests; pooling the seeds this way follows the
-recommendation of Bouthillier et al., "Accounting for variance in machine learning benchmarks",
-MLSys 2021, to randomise over both data and seeds). The two-sided p-value is twice the share of
-resamples on the far side of zero, with the usual +1 correction.
+it names) are grouped by their config; the runs of a group are its seeds. Per group, the mean and
+standard deviation over seeds of: the dev EER; for every evaluated set its EER, min t-DCF, EER per
+emotion, worst-emotion EER and arousal gap (``emospoof.metrics.groups``), and, at each run's fixed
+threshold (its dev EER threshold, ``emospoof.metrics.operating_point``), the FRR and FAR, the FRR per
+emotion and the high- to low-arousal FRR ratio. Genuine-speech sets have the FRR figures only.
+
+Each group is compared with the first (the baseline) on the same trials by the two-level paired
+bootstrap of ``emospoof.metrics.paired`` (seeds, then trials): the EER of every set with both
+classes, and the FRR at the fixed threshold over all bona fide trials and over the high-arousal
+ones of every set with bona fide trials.
 """
 from __future__ import annotations
 
@@ -23,11 +23,16 @@ import numpy as np
 
 from emospoof.core.config import ConfigError
 from emospoof.metrics.groups import arousal_gap, emotion_cells, worst_emotion
-from emospoof.metrics.paired import PairedScores, paired_bootstrap, paired_scores
+from emospoof.metrics.paired import paired_bootstrap, paired_scores
+from emospoof.metrics.score_files import read_trial_groups
 from emospoof.reports.plots import plot_comparison
 
 SEED_SUFFIX = re.compile(r"_seed\d+$")
-SETS = {"la_eval": "LA eval", "emotional_set": "emotional set"}
+TITLES = {"la_eval": "LA eval", "emotional_set": "emotional set"}
+
+
+def title_of(name: str) -> str:
+    return TITLES.get(name, name)
 
 
 @dataclass
@@ -41,46 +46,78 @@ class Run:
     def label(self) -> str:
         return SEED_SUFFIX.sub("", self.path.name)
 
-    def score_file(self, which: str) -> Path | None:
-        """The per-trial scores of ``la_eval`` (named at the report's top level) or ``emotional_set``.
-        The report names the file as the run saw it (often relative to where it was started); a run
-        folder that was moved, or read from elsewhere, still has the file beside its report."""
-        if which not in self.report:
-            return None
-        name = self.report.get("score_file") if which == "la_eval" else self.report[which].get("score_file")
-        if not name:
-            return None
+    @property
+    def sets(self) -> dict[str, dict]:
+        """The report of every evaluated set that has one (sets without metrics left out)."""
+        return {name: r for name, r in self.report.get("datasets", {}).items() if "error" not in r}
+
+    def found(self, name: str) -> Path:
+        """A file the report names as the run saw it (often relative to where it was started); a run
+        folder that was moved, or read from elsewhere, still has it beside its report."""
         path = Path(name)
         if not path.is_file():
             path = self.path / path.name
             if not path.is_file():
-                raise ConfigError(f"{self.path}: the score file its report names is missing: {name}")
+                raise ConfigError(f"{self.path}: a file its report names is missing: {name}")
         return path
+
+    def score_file(self, which: str) -> Path | None:
+        """The per-trial scores of set ``which``."""
+        name = self.sets.get(which, {}).get("score_file")
+        return self.found(name) if name else None
+
+    def groups_file(self, which: str) -> Path | None:
+        """The emotion, arousal group and speaker of each trial of set ``which``, when written."""
+        name = self.sets.get(which, {}).get("groups_file")
+        return self.found(name) if name else None
+
+    def threshold(self, which: str) -> float | None:
+        """The fixed threshold the set was reported at (the run's dev EER threshold by default)."""
+        fixed = self.sets.get(which, {}).get("operating_points", {}).get("fixed")
+        return fixed["threshold"] if fixed else None
 
     def metrics(self) -> dict[str, float]:
         """The figures compared across seeds (absent ones left out)."""
         found: dict[str, float] = {}
         training = self.report.get("training", {})
-        dev = training.get("swa_dev_eer") if training.get("final") == "swa.pth" else training.get("best_epoch_dev_eer")
+        swa = str(training.get("final", "")).startswith("swa")
+        dev = training.get("swa_dev_eer") if swa else training.get("best_epoch_dev_eer")
         if dev is not None:
             found["dev EER"] = dev
-        la = self.report.get("la_eval", {})
-        if la.get("eer") is not None:
-            found["LA eval EER"] = la["eer"]
-        if la.get("min_tdcf") is not None:
-            found["LA eval min t-DCF"] = la["min_tdcf"]
-        for which, title in SETS.items():
-            per_emotion = emotion_cells(self.report.get(which, {}))
-            if which == "emotional_set" and self.report.get(which, {}).get("pooled", {}).get("eer") is not None:
-                found[f"{title} EER"] = self.report[which]["pooled"]["eer"]
+        for name, report in self.sets.items():
+            title = title_of(name)
+            if report.get("eer") is not None:
+                found[f"{title} EER"] = report["eer"]
+            if report.get("min_tdcf") is not None:
+                found[f"{title} min t-DCF"] = report["min_tdcf"]
+            per_emotion = emotion_cells(report)
             for emotion, eer in per_emotion.items():
                 found[f"{title} EER {emotion}"] = eer
             if per_emotion:
                 found[f"{title} worst-emotion EER"] = worst_emotion(per_emotion)[1]
-                gap = arousal_gap(per_emotion)
-                if gap is not None:
-                    found[f"{title} arousal gap"] = gap
+                if (gap := arousal_gap(per_emotion)) is not None:
+                    found[f"{title} arousal EER gap"] = gap
+            found.update(_threshold_figures(title, report.get("operating_points", {}).get("fixed")))
         return found
+
+
+def _threshold_figures(title: str, point: dict | None) -> dict[str, float]:
+    """FRR, FAR, FRR per emotion and the arousal FRR ratio and gap at the fixed threshold."""
+    if point is None:
+        return {}
+    found = {}
+    for rate in ("frr", "far"):
+        if point["pooled"][rate] is not None:
+            found[f"{title} {rate.upper()}@thr"] = point["pooled"][rate]["rate"]
+    for emotion, cells in point["groups"].get("emotion", {}).items():
+        if cells["frr"] is not None:
+            found[f"{title} FRR@thr {emotion}"] = cells["frr"]["rate"]
+    arousal = point.get("arousal_frr") or {}
+    if arousal.get("ratio") is not None:
+        found[f"{title} arousal FRR ratio"] = arousal["ratio"]
+    if arousal.get("gap_points") is not None:
+        found[f"{title} arousal FRR gap"] = arousal["gap_points"]
+    return found
 
 
 def read_run(path: Path) -> Run:
@@ -139,24 +176,44 @@ def summarise(runs: list[Run]) -> dict[str, dict]:
             for name, v in values.items()}
 
 
+def paired_tests(baseline: list[Run], model: list[Run], which: str, n_boot: int) -> dict[str, dict]:
+    """The paired tests of one set: EER, FRR at the fixed threshold, FRR of the high-arousal bona fide."""
+    runs = baseline + model
+    files = [run.score_file(which) for run in runs]
+    if None in files:
+        return {}
+    thresholds = [run.threshold(which) for run in runs]
+    both = paired_scores(files, None if None in thresholds else thresholds)
+    split = slice(0, len(baseline)), slice(len(baseline), len(runs))
+    base, other = both.select(split[0]), both.select(split[1])
+    tests = {}
+    if both.is_bonafide.any() and not both.is_bonafide.all():
+        tests["EER"] = paired_bootstrap(base, other, "eer", n_boot=n_boot)
+    if both.thresholds is not None and both.is_bonafide.any():
+        tests["FRR@thr"] = paired_bootstrap(base, other, "frr", n_boot=n_boot)
+        groups_path = runs[0].groups_file(which)
+        if groups_path is not None:
+            arousal = read_trial_groups(groups_path)
+            high = np.array([arousal.get(utt, {}).get("arousal") == "high" for utt in both.utt_ids])
+            if (high & both.is_bonafide).any():
+                tests["FRR@thr high arousal"] = paired_bootstrap(base, other, "frr", subset=high, n_boot=n_boot)
+    return tests
+
+
 def compare(groups: dict[str, list[Run]], n_boot: int = 1000) -> dict:
     """Summary of every group and, for each group after the first, its paired tests against the first."""
     labels = list(groups)
-    result = {"baseline": labels[0], "models": {}}
+    baseline = groups[labels[0]]
+    sets = dict.fromkeys(title_of(name) for runs in groups.values() for run in runs for name in run.sets)
+    result = {"baseline": labels[0], "sets": list(sets), "models": {}}
     for label, runs in groups.items():
         entry = {"runs": [str(run.path) for run in runs], "seeds": [run.seed for run in runs],
                  "summary": summarise(runs), "paired_vs_baseline": {}}
         if label != labels[0]:
-            for which, title in SETS.items():
-                base_files = [run.score_file(which) for run in groups[labels[0]]]
-                files = [run.score_file(which) for run in runs]
-                if None in base_files or None in files:
-                    continue
-                both = paired_scores(base_files + files)
-                split = len(base_files)
-                base = PairedScores(both.scores[:split], both.is_bonafide, both.utt_ids)
-                model = PairedScores(both.scores[split:], both.is_bonafide, both.utt_ids)
-                entry["paired_vs_baseline"][title] = paired_bootstrap(base, model, n_boot)
+            common = [name for name in baseline[0].sets if all(name in run.sets for run in baseline + runs)]
+            for which in common:
+                for statistic, test in paired_tests(baseline, runs, which, n_boot).items():
+                    entry["paired_vs_baseline"][f"{title_of(which)}: {statistic}"] = test
         result["models"][label] = entry
     return result
 
@@ -168,23 +225,44 @@ def _cell(summary: dict, name: str, digits: int) -> str:
     return f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f}"
 
 
+def figure_tables(result: dict) -> dict[str, list[str]]:
+    """The figures' names by what they are about: dev, then each set (the longest set title a
+    figure's name starts with)."""
+    names = list(dict.fromkeys(name for entry in result["models"].values() for name in entry["summary"]))
+    titles = sorted(result["sets"], key=len, reverse=True)
+    tables: dict[str, list[str]] = {}
+    for name in names:
+        topic = next((title for title in titles if name.startswith(title + " ")), "dev")
+        tables.setdefault(topic, []).append(name)
+    return tables
+
+
 def format_markdown(result: dict) -> str:
-    """comparison.md: one table of figures (mean ± sd over seeds), one of paired tests."""
+    """comparison.md: per set, a table of figures (mean ± sd over seeds); then the paired tests."""
     models = result["models"]
-    names = list(dict.fromkeys(name for entry in models.values() for name in entry["summary"]))
-    lines = ["# Comparison", "", f"Baseline: {result['baseline']}. Figures are mean ± sd over seeds (EERs in %, "
-             "min t-DCF unitless, arousal gap in percentage points: high- minus low-arousal mean EER).", "",
-             "| model | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for label, entry in models.items():
-        cells = [_cell(entry["summary"], name, 4 if "t-DCF" in name else 2) for name in names]
-        lines.append(f"| {label} | {len(entry['runs'])} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired bootstrap against the baseline on the same trials (difference of seed-mean EERs, "
-              "model minus baseline):", "", "| model | set | difference (points) | 95 % interval | p | trials |",
-              "|---|---|---|---|---|---|"]
+    lines = ["# Comparison", "", f"Baseline: {result['baseline']}. Figures are mean ± sd over seeds: EERs, FRR "
+             "(bona fide rejected) and FAR (spoofs accepted) in %, FRR and FAR at each run's fixed threshold "
+             "(@thr: its dev EER threshold unless another was given), min t-DCF unitless, gaps in percentage "
+             "points (high- minus low-arousal), the arousal FRR ratio high over low."]
+    for topic, names in figure_tables(result).items():
+        short = [name[len(topic):].strip() if topic != "dev" else name for name in names]
+        lines += ["", f"## {topic}", "", "| model | seeds | " + " | ".join(short) + " |",
+                  "|---|---|" + "---|" * len(names)]
+        for label, entry in models.items():
+            cells = [_cell(entry["summary"], name, 4 if "t-DCF" in name else 2) for name in names]
+            lines.append(f"| {label} | {len(entry['runs'])} | " + " | ".join(cells) + " |")
+    lines += ["", "## Paired tests against the baseline", "",
+              "Difference of seed means, model minus baseline, with its two-level bootstrap 95 % interval "
+              "(seeds, then trials):", "",
+              "| model | set: figure | difference (points) | 95 % interval | p | seeds | trials |",
+              "|---|---|---|---|---|---|---|"]
     for label, entry in models.items():
         for title, test in entry["paired_vs_baseline"].items():
+            trials = (f"{test['n_bonafide']} bona fide" if test["statistic"] == "frr"
+                      else f"{test['n_bonafide']} + {test['n_spoof']}")
             lines.append(f"| {label} | {title} | {test['difference']:+.2f} | [{test['ci95'][0]:+.2f}, "
-                         f"{test['ci95'][1]:+.2f}] | {test['p_value']:.3g} | {test['n_bonafide']} + {test['n_spoof']} |")
+                         f"{test['ci95'][1]:+.2f}] | {test['p_value']:.3g} | {test['n_seeds'][0]} vs "
+                         f"{test['n_seeds'][1]} | {trials} |")
     return "\n".join(lines) + "\n"
 
 

@@ -52,18 +52,61 @@ def format_emotion_cells(report: dict) -> str:
 
 SUMMARY_COLUMNS = (("dataset", "{}"), ("bona fide", "{}"), ("spoof", "{}"), ("EER %", "{:.3f}"),
                    ("min t-DCF", "{:.4f}"), ("min DCF", "{:.4f}"), ("act DCF", "{:.4f}"), ("Cllr", "{:.4f}"),
-                   ("act DCF cal.", "{:.4f}"), ("Cllr cal.", "{:.4f}"), ("worst emotion", "{}"))
+                   ("act DCF cal.", "{:.4f}"), ("Cllr cal.", "{:.4f}"), ("worst emotion", "{}"),
+                   ("FRR % @thr", "{:.1f}"), ("FAR % @thr", "{:.1f}"), ("arousal FRR ratio", "{:.2f}"))
 
 
 def summary_row(name: str, report: dict) -> dict:
-    """One line of the summary table: a set's headline numbers (None where they do not apply)."""
+    """One line of the summary table: a set's headline numbers (None where they do not apply),
+    the error rates at the fixed threshold among them."""
     calibrated = (report.get("calibration") or {}).get("after", {})
     worst = report.get("worst_emotion")
-    values = (name, report["n_bonafide"], report["n_spoof"], report["eer"], report["min_tdcf"],
-              report["asvspoof5"]["min_dcf"], report["asvspoof5"]["act_dcf"], report["asvspoof5"]["cllr"],
+    five = report.get("asvspoof5", {})
+    point = report.get("operating_points", {}).get("fixed")
+    rates = point["pooled"] if point else {}
+    ratio = (point.get("arousal_frr") or {}).get("ratio") if point else None
+    values = (name, report["n_bonafide"], report["n_spoof"], report.get("eer"), report.get("min_tdcf"),
+              five.get("min_dcf"), five.get("act_dcf"), five.get("cllr"),
               calibrated.get("act_dcf"), calibrated.get("cllr"),
-              f"{worst['emotion']} ({worst['eer']:.1f} %)" if worst else None)
+              f"{worst['emotion']} ({worst['eer']:.1f} %)" if worst else None,
+              (rates.get("frr") or {}).get("rate"), (rates.get("far") or {}).get("rate"), ratio)
     return dict(zip((c for c, _ in SUMMARY_COLUMNS), values))
+
+
+def _rate_text(cell: dict | None) -> str:
+    if cell is None:
+        return "n/a"
+    low, high = cell["ci95"]
+    return f"{cell['rate']:5.1f} [{low:4.1f},{high:5.1f}] ({cell['errors']}/{cell['n']})"
+
+
+def format_operating_point(point: dict) -> str:
+    """FRR and FAR at one threshold, pooled and per group, with the arousal contrast."""
+    rows = [["group", "FRR % [95 % CI] (rejected/bona fide)", "FAR % [95 % CI] (accepted/spoof)"],
+            ["all", _rate_text(point["pooled"]["frr"]), _rate_text(point["pooled"]["far"])]]
+    for factor in ("emotion", "arousal", "speaker", *(f for f in point["groups"] if f not in
+                                                      ("emotion", "arousal", "speaker", "attack"))):
+        for value, cells in point["groups"].get(factor, {}).items():
+            rows.append([f"{factor}={value}", _rate_text(cells["frr"]), _rate_text(cells["far"])])
+    lines = [f"  at threshold {point['threshold']:.4f} ({point['source']}):"]
+    lines += ["  " + line for line in _text_table(rows).splitlines()]
+    arousal = point.get("arousal_frr")
+    if arousal and arousal["gap_points"] is not None:
+        ratio = "n/a (no low-arousal rejection)" if arousal["ratio"] is None else f"{arousal['ratio']:.2f}"
+        lines.append(f"  high- vs low-arousal FRR: {arousal['high_frr']:.1f} % vs {arousal['low_frr']:.1f} %, ratio "
+                     f"{ratio}, gap {arousal['gap_points']:+.1f} points [{arousal['gap_ci95'][0]:+.1f}, "
+                     f"{arousal['gap_ci95'][1]:+.1f}]")
+    return "\n".join(lines)
+
+
+def format_one_class(name: str, report: dict) -> str:
+    """A one-class set (e.g. genuine speech only): its size, and its error rates at the fixed threshold."""
+    kind = "bona fide" if report["one_class"] == "bonafide" else "spoof"
+    head = f"{name}: {report['n_bonafide'] + report['n_spoof']} {kind} trials only (no EER)"
+    point = report["operating_points"].get("fixed")
+    if point is None:
+        return f"{head}; {report['note']}"
+    return f"{head}; accepted as bona fide: {report['acceptance']:.1f} %\n" + format_operating_point(point)
 
 
 def format_table(rows: list[dict], formats: dict[str, str] | None = None) -> str:

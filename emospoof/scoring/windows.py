@@ -35,6 +35,7 @@ from models.layers.fused import optimise_for_cpu
 
 Forward = Callable[[torch.Tensor], np.ndarray]
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+Preprocess = Callable[[np.ndarray], np.ndarray]
 
 
 def cm_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -98,12 +99,14 @@ def _keep_as_is(item: LoadedTrial) -> LoadedTrial:
 def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str = "full", hop: int | None = None,
                   batch_size: int = 32, num_workers: int = 0, skips: SkipReport | None = None,
                   progress: bool = True, desc: str = "scoring", reject_silent: bool = False,
-                  augment: Augment | None = None) -> ScoringRun:
+                  augment: Augment | None = None, preprocess: Preprocess | None = None) -> ScoringRun:
     """Outputs of every window of every trial (``mode`` ``first`` or ``full``, as in
     ``TrialDataset``), ``batch_size`` windows per forward call whichever files they come from;
-    ``augment`` (an eval condition) transforms each utterance first, the same way every time."""
+    ``preprocess`` conditions each recording as it is read, then ``augment`` (an eval condition)
+    transforms each utterance, the same way every time."""
     local = distributed.shard(trials)  # under torchrun each rank scores its share
-    dataset = TrialDataset(local, nb_samp, mode, hop, reject_silent=reject_silent, augment=augment)
+    dataset = TrialDataset(local, nb_samp, mode, hop, reject_silent=reject_silent, augment=augment,
+                           preprocess=preprocess)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_keep_as_is)
     started = time.perf_counter()
     parts: dict[str, list[np.ndarray]] = {}
@@ -162,7 +165,8 @@ def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str
 
 
 def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: torch.device,
-                 skips: SkipReport, desc: str, augment: Augment | None = None) -> dict[str, float]:
+                 skips: SkipReport, desc: str, augment: Augment | None = None,
+                 preprocess: Preprocess | None = None) -> dict[str, float]:
     """A countermeasure's score of each trial (``emospoof.core.labels.cm_scores``: bona fide minus
     spoof logit), averaged over the windows in ``"full"`` eval mode (``eval_mode`` and ``eval_hop`` of the config),
     in the config's ``precision``, compiled with ``compile``. On CPU in fp32 the model runs as its
@@ -175,5 +179,6 @@ def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: to
                             compile_model=compile_model)
     run = score_windows(trials, forward, config["model_config"].get("nb_samp", NB_SAMP),
                         config.get("eval_mode", "first"), config.get("eval_hop"), config["batch_size"],
-                        config.get("num_workers", default_num_workers()), skips, desc=desc, augment=augment)
+                        config.get("num_workers", default_num_workers()), skips, desc=desc, augment=augment,
+                        preprocess=preprocess)
     return {utt_id: float(cm_scores(outputs).mean()) for utt_id, outputs in run.outputs.items()}

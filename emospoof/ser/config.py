@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from emospoof.core.config import ConfigError, check_keys, is_number, read_config, str_to_bool
-from emospoof.ser.ravdess import RAVDESS_EMOTIONS
+from emospoof.corpora.ravdess import RAVDESS_EMOTIONS
 from emospoof.training.engine import TRAINING_KEYS, validate_training_keys
 from emospoof.training.optim import OPTIM_KEYS
 

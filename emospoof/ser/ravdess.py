@@ -5,22 +5,17 @@ eight emotions to the classes a model is trained for.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from data_utils import AUDIO_EXTENSIONS, Trial
+from data_utils import Trial, audio_files_under
 from emospoof.core.config import ConfigError
 from emospoof.core.emotions import TTS5_EMOTIONS
-
-# RAVDESS emotion codes (field EE of the file name).
-RAVDESS_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
-RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
-SPEECH = "01"  # vocal channel: 01 speech, 02 song
-
+from emospoof.corpora.common import DatasetError
+from emospoof.corpora.ravdess import RAVDESS_EMOTIONS, ravdess_speech
 
 @dataclass(frozen=True)
 class Clip:
@@ -30,23 +25,22 @@ class Clip:
 
 
 def read_ravdess(root: str | Path) -> list[Clip]:
-    """RAVDESS speech clips under ``root`` (recursively; .wav or .flac), sorted by path.
-    Songs (vocal channel 02) and files not named ``MM-VC-EE-II-SS-RR-AA`` are ignored."""
+    """RAVDESS speech clips under ``root`` (recursively, any audio suffix), sorted by path. Songs
+    (vocal channel 02) and files not named ``MM-VC-EE-II-SS-RR-AA`` are ignored."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"config key 'database_path': folder not found: {root}")
     clips = []
-    for path in sorted(root.rglob("*")):
-        match = RAVDESS_NAME.match(path.stem)
-        if path.suffix.lower() not in AUDIO_EXTENSIONS or not match or match[2] != SPEECH:
-            continue
-        code = int(match[3])
-        if not 1 <= code <= len(RAVDESS_EMOTIONS):
-            raise ConfigError(f"{path}: emotion code {match[3]} is not a RAVDESS emotion (01-08)")
-        clips.append(Clip(path, int(match[7]), RAVDESS_EMOTIONS[code - 1]))
+    for path in audio_files_under(root):
+        try:
+            parsed = ravdess_speech(path)
+        except DatasetError as err:
+            raise ConfigError(str(err)) from None
+        if parsed is not None:
+            clips.append(Clip(path, *parsed))
     if not clips:
         raise ConfigError(f"config key 'database_path': no RAVDESS speech files "
-                          f"(MM-01-EE-II-SS-RR-AA.wav|flac) under {root}")
+                          f"(MM-01-EE-II-SS-RR-AA.<audio>) under {root}")
     return clips
 
 

@@ -107,8 +107,12 @@ def test_eval_reports_every_set_with_pictures_and_calibration(tmp_path, labelled
                                      scores.scores[mask & (scores.keys == "spoof")])[0]
         assert la["per_emotion"][name]["eer"] == pytest.approx(expected)
         assert la["per_emotion"][name]["ci95"][0] <= expected <= la["per_emotion"][name]["ci95"][1]
-    assert [row["dataset"] for row in report["summary"]] == ["la_eval", "same"]  # a set without metrics is named, not fatal
-    assert "no bona fide or no spoof trial" in report["datasets"]["bona_only"]["error"]
+    assert [row["dataset"] for row in report["summary"]] == ["la_eval", "same", "bona_only"]
+    genuine = report["datasets"]["bona_only"]  # genuine speech only: reported at the dev threshold, not refused
+    assert genuine["one_class"] == "bonafide" and genuine["n_bonafide"] == 2 and "eer" not in genuine
+    fixed = genuine["operating_points"]["fixed"]
+    assert fixed["source"].startswith("dev EER threshold") and fixed["pooled"]["far"] is None
+    assert fixed["pooled"]["frr"]["n"] == 2 and genuine["acceptance"] == pytest.approx(100 - fixed["pooled"]["frr"]["rate"])
     assert "Summary" in out and "per emotion: worst" in out and "unlabelled 1+1" in out
     assert open(la["emotion_plot"], "rb").read(4) == b"\x89PNG"
     assert len(read_cm_scores(same["calibration"]["score_file"]).scores) == 12

@@ -3,13 +3,15 @@ difference and not a null one, and --train that trains missing runs and reuses f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import compare
+from emospoof.core.emotions import arousal_of
 from emospoof.metrics.asvspoof2019 import compute_eer
-from emospoof.metrics.paired import paired_bootstrap, paired_scores
+from emospoof.metrics.paired import PairedScores, paired_bootstrap, paired_scores
 from tests.conftest import make_config, write_lines
 
 EMOTIONS = ("angry", "happy", "neutral", "sad")
@@ -23,15 +25,24 @@ def base_scores(seed: int, n: int = 200) -> tuple[list[str], np.ndarray, np.ndar
 
 
 def write_run(root, name: str, config: dict, seed: int, scores: np.ndarray, keys, utts, per_emotion: dict,
-              dev_eer: float) -> None:
+              dev_eer: float, threshold: float = 0.0) -> None:
+    """A run folder as main.py leaves it: config, eval_report.json (LA eval and the emotional set,
+    each with its score file, trial groups and fixed-threshold operating point) and score files."""
     run = root / name
     run.mkdir(parents=True)
     (run / "config.conf").write_text(json.dumps(config))
     score_file = write_lines(run / "eval_scores.txt", [f"{u} A01 {k} {s:.6f}" for u, k, s in zip(utts, keys, scores)])
+    emotions = [EMOTIONS[i % len(EMOTIONS)] for i in range(len(utts))]
+    groups_file = write_lines(run / "eval_scores_groups.tsv", ["utt_id\tkey\temotion\tarousal\tspeaker"] + [
+        f"{u}\t{k}\t{e}\t{arousal_of(e)}\t-" for u, k, e in zip(utts, keys, emotions)])
     eer = 100 * compute_eer(scores[keys == "bonafide"], scores[keys == "spoof"])[0]
-    report = {"score_file": str(score_file), "la_eval": {"eer": eer, "min_tdcf": 0.1 * seed},
-              "emotional_set": {"pooled": {"eer": 20.0 + seed},
-                                "per_emotion": {e: {"eer": eer_value} for e, eer_value in per_emotion.items()}},
+    fixed = {"threshold": threshold, "source": "dev", "groups": {},
+             "pooled": {"frr": {"rate": 100 * np.mean(scores[keys == "bonafide"] <= threshold)},
+                        "far": {"rate": 100 * np.mean(scores[keys == "spoof"] > threshold)}}}
+    la = {"eer": eer, "min_tdcf": 0.1 * seed, "score_file": str(score_file), "groups_file": str(groups_file),
+          "operating_points": {"fixed": fixed}}
+    emotional = {"eer": 20.0 + seed, "per_emotion": {e: {"eer": v} for e, v in per_emotion.items()}}
+    report = {"datasets": {"la_eval": la, "emotional_set": emotional},
               "training": {"best_epoch_dev_eer": dev_eer, "final": "best.pth", "seed": seed}}
     (run / "eval_report.json").write_text(json.dumps(report))
 
@@ -46,9 +57,10 @@ def runs(tmp_path):
     for seed in (1, 2, 3):
         utts, keys, scores = base_scores(seed)
         write_run(tmp_path, f"LA_A_seed{seed}", {"model": "A"}, seed, scores, keys, utts, emotions[seed], 10.0 + seed)
-        write_run(tmp_path, f"LA_B_seed{seed}", {"model": "B"}, seed, scores + 1.5 * (keys == "bonafide"), keys, utts,
+        write_run(tmp_path, f"LA_B_seed{seed}", {"model": "B"}, seed, scores + 2.5 * (keys == "bonafide"), keys, utts,
                   emotions[seed], 5.0)
-        write_run(tmp_path, f"LA_C_seed{seed}", {"model": "C"}, seed, 3 * scores + 2, keys, utts, emotions[seed], 9.0)
+        write_run(tmp_path, f"LA_C_seed{seed}", {"model": "C"}, seed, 3 * scores + 2, keys, utts, emotions[seed], 9.0,
+                  threshold=2.0)
     return tmp_path
 
 
@@ -65,11 +77,17 @@ def test_summary_and_paired_tests(runs, tmp_path):
     # worst emotion: angry in every seed (30, 34, 32); arousal gap (angry+happy)/2 - (neutral+sad)/2
     assert a["emotional set worst-emotion EER"]["mean"] == pytest.approx(32.0)
     gaps = [(30 + 25) / 2 - 11, (34 + 27) / 2 - 12, (32 + 29) / 2 - 13]
-    assert a["emotional set arousal gap"]["mean"] == pytest.approx(np.mean(gaps))
-    planted = result["models"]["LA_B"]["paired_vs_baseline"]["LA eval"]
-    null = result["models"]["LA_C"]["paired_vs_baseline"]["LA eval"]
+    assert a["emotional set arousal EER gap"]["mean"] == pytest.approx(np.mean(gaps))
+    assert a["LA eval FRR@thr"]["n"] == 3 and a["emotional set EER"]["mean"] == pytest.approx(22.0)
+    planted = result["models"]["LA_B"]["paired_vs_baseline"]["LA eval: EER"]
+    null = result["models"]["LA_C"]["paired_vs_baseline"]["LA eval: EER"]
     assert planted["difference"] < -5 and planted["p_value"] < 0.01 and planted["ci95"][1] < 0
     assert null["difference"] == pytest.approx(0.0) and null["p_value"] > 0.5
+    # B's bona fide scores moved up at the same threshold: fewer genuine trials rejected, aroused ones too
+    frr = result["models"]["LA_B"]["paired_vs_baseline"]["LA eval: FRR@thr"]
+    aroused = result["models"]["LA_B"]["paired_vs_baseline"]["LA eval: FRR@thr high arousal"]
+    assert frr["statistic"] == "frr" and frr["difference"] < -8 and frr["ci95"][1] < 0
+    assert aroused["n_bonafide"] == 26 and aroused["ci95"][1] < 0
     assert "| LA_B | 3 |" in (out / "comparison.md").read_text()
     assert (out / "comparison.png").stat().st_size > 0
 
@@ -79,18 +97,19 @@ def test_moved_run_folders_find_their_scores_and_a_missing_file_is_one_line(runs
     read from elsewhere uses the file beside its report; a deleted one is a one-line error."""
     for run in runs.glob("LA_*"):
         report = json.loads((run / "eval_report.json").read_text())
-        report["score_file"] = f"runs/{run.name}/eval_scores.txt"  # relative to a folder we are not in
+        for name in ("score_file", "groups_file"):  # relative to a folder we are not in
+            report["datasets"]["la_eval"][name] = f"runs/{run.name}/{Path(report['datasets']['la_eval'][name]).name}"
         (run / "eval_report.json").write_text(json.dumps(report))
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
     folders = [str(runs / f"LA_{m}_seed{s}") for m in "AB" for s in (1, 2, 3)]
     assert compare.main(folders + ["--output_dir", str(out), "--n_boot", "50"]) == 0
-    assert json.loads((out / "comparison.json").read_text())["models"]["LA_B"]["paired_vs_baseline"]["LA eval"]
+    assert json.loads((out / "comparison.json").read_text())["models"]["LA_B"]["paired_vs_baseline"]["LA eval: EER"]
     (runs / "LA_B_seed2" / "eval_scores.txt").unlink()
     capsys.readouterr()
     assert compare.main(folders + ["--output_dir", str(out), "--n_boot", "50"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.count("\n") == 0 and "LA_B_seed2" in error and "score file" in error
+    assert error.count("\n") == 0 and "LA_B_seed2" in error and "eval_scores.txt" in error
 
 
 def test_paired_bootstrap_on_noisy_null_and_small_effect(tmp_path):
@@ -105,6 +124,40 @@ def test_paired_bootstrap_on_noisy_null_and_small_effect(tmp_path):
     a, b, c = (type(both)(both.scores[i:i + 1], both.is_bonafide, both.utt_ids) for i in range(3))
     assert paired_bootstrap(a, b, n_boot=500)["p_value"] > 0.05
     assert paired_bootstrap(a, c, n_boot=500)["p_value"] < 0.01
+
+
+def test_the_seed_level_widens_the_interval_when_seeds_disagree():
+    """Two models with the same mean EER: the baseline's three seeds agree, the model's seeds are far
+    apart (half its runs much better, half much worse). The trial-only test sees the average of
+    the seeds on each resample and is fairly sure there is no difference; the two-level test also
+    resamples the seeds, and its interval is much wider, as it should be with so few seeds."""
+    rng = np.random.default_rng(3)
+    n = 400
+    is_bonafide = np.arange(n) < n // 4
+    utts = [f"U{i:04d}" for i in range(n)]
+
+    def run(separation: float) -> np.ndarray:
+        return np.where(is_bonafide, separation, 0.0) + rng.standard_normal(n)
+    baseline = PairedScores(np.stack([run(1.6) for _ in range(4)]), is_bonafide, utts)
+    model = PairedScores(np.stack([run(s) for s in (0.6, 2.6, 0.6, 2.6)]), is_bonafide, utts)
+    trials_only = paired_bootstrap(baseline, model, "eer", n_boot=400, levels=("trials",))
+    two_level = paired_bootstrap(baseline, model, "eer", n_boot=400)
+    width = {name: test["ci95"][1] - test["ci95"][0] for name, test in (("trials", trials_only), ("two", two_level))}
+    assert abs(two_level["difference"]) < 6 and two_level["ci95"][0] < 0 < two_level["ci95"][1]
+    assert width["two"] > 1.5 * width["trials"], width
+
+
+def test_frr_at_each_runs_threshold_counts_rejections_of_the_subset():
+    """The FRR statistic applies each run's own threshold and counts only the chosen bona fide trials."""
+    scores = np.array([[0.5, -0.5, 2.0, -3.0], [0.5, -0.5, 2.0, -3.0]])
+    is_bonafide = np.array([True, True, True, False])
+    utts = ["a", "b", "c", "d"]
+    base = PairedScores(scores, is_bonafide, utts, thresholds=np.array([0.0, 0.0]))
+    stricter = PairedScores(scores, is_bonafide, utts, thresholds=np.array([1.0, 1.0]))
+    test = paired_bootstrap(base, stricter, "frr", n_boot=200)
+    assert test["difference"] == pytest.approx(100 * (2 / 3 - 1 / 3))
+    first_two = paired_bootstrap(base, stricter, "frr", subset=np.array([True, True, False, False]), n_boot=200)
+    assert first_two["difference"] == pytest.approx(50.0) and first_two["n_bonafide"] == 2
 
 
 def test_train_runs_missing_seeds_and_reuses_finished_ones(tmp_path, tiny_la, capsys):

@@ -20,7 +20,8 @@ from emospoof.core.emotions import TTS5_EMOTIONS
 from emospoof.ser import training
 from emospoof.ser.config import load_ser_config, validate_ser_training_config
 from emospoof.ser.egemaps import egemaps_features
-from emospoof.ser.ravdess import RAVDESS_EMOTIONS, class_names, make_splits, read_ravdess
+from emospoof.corpora.ravdess import RAVDESS_EMOTIONS
+from emospoof.ser.ravdess import class_names, make_splits, read_ravdess
 from emospoof.ser.training import report_classifier, train_classifier
 from models.emotion.branch import SERBranch
 from models.encoders.hf_audio import prepare_waveform

@@ -1,0 +1,128 @@
+"""One page to look at: ``report.html``, written beside ``eval_report.json`` by ``main.py --eval``
+and beside ``comparison.md`` by ``compare.py``. It is self-contained -- the tables are HTML, the
+pictures are embedded as data URIs -- so it opens offline in any browser and can be mailed or
+archived as one file.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from emospoof.reports.seed_comparison import figure_tables
+from emospoof.reports.tables import SUMMARY_COLUMNS
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.3em 0; }
+.note { color: #555; font-size: 0.9em; }
+"""
+PICTURES = (("det_plot", "DET curves"), ("histogram", "score histogram"), ("emotion_plot", "EER per emotion"),
+            ("operating_point_plot", "error rates at the fixed threshold"))
+
+
+def image(path: str | Path, words: str) -> str:
+    """An <img> holding the PNG itself; a missing picture is said, not dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return f'<p class="note">{html.escape(words)}: {html.escape(str(path))} not found</p>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(words)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    """An HTML table; None shows as '–', floats with two decimals."""
+    def cell(value: object) -> str:
+        if value is None:
+            return "–"
+        return html.escape(f"{value:.2f}" if isinstance(value, float) else str(value))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _rate(cell: dict | None) -> str | None:
+    if cell is None:
+        return None
+    return f"{cell['rate']:.1f} [{cell['ci95'][0]:.1f}, {cell['ci95'][1]:.1f}] ({cell['errors']}/{cell['n']})"
+
+
+def operating_point_section(point: dict) -> str:
+    """FRR and FAR at one threshold, pooled and per group, and the arousal contrast."""
+    rows = [["all", _rate(point["pooled"]["frr"]), _rate(point["pooled"]["far"])]]
+    rows += [[f"{factor} = {value}", _rate(cells["frr"]), _rate(cells["far"])]
+             for factor, values in point["groups"].items() for value, cells in values.items()]
+    parts = [f"<p>Threshold {point['threshold']:.4f}: {html.escape(point['source'])}. A trial is accepted as "
+             "bona fide above it.</p>",
+             table(["group", "FRR % [95 % CI] (rejected/bona fide)", "FAR % [95 % CI] (accepted/spoof)"], rows)]
+    arousal = point.get("arousal_frr")
+    if arousal and arousal.get("gap_points") is not None:
+        parts.append(table(["high-arousal FRR %", "low-arousal FRR %", "ratio", "gap (points)", "gap 95 % CI"],
+                           [[arousal["high_frr"], arousal["low_frr"], arousal["ratio"], arousal["gap_points"],
+                             f"[{arousal['gap_ci95'][0]:+.1f}, {arousal['gap_ci95'][1]:+.1f}]"]]))
+    return "".join(parts)
+
+
+def set_section(name: str, report: dict) -> str:
+    """One evaluated set: its headline, per-emotion EERs, error rates at the thresholds, pictures."""
+    parts = [f"<h2>{html.escape(name)}</h2>", f'<p class="note">{html.escape(str(report.get("source", "")))}</p>']
+    if "error" in report:
+        return "".join(parts) + f"<p>No metrics: {html.escape(report['error'])}</p>"
+    if "one_class" in report:
+        parts.append(f"<p>{report['n_bonafide'] + report['n_spoof']} trials of one class ({report['one_class']}): "
+                     "no EER.</p>")
+        if "note" in report:
+            parts.append(f"<p>{html.escape(report['note'])}</p>")
+    else:
+        parts.append(table(["EER %", "min t-DCF", "bona fide", "spoof"],
+                           [[report["eer"], report["min_tdcf"], report["n_bonafide"], report["n_spoof"]]]))
+        if report.get("per_emotion"):
+            parts.append("<h3>EER per emotion (each emotion at its own threshold)</h3>")
+            parts.append(table(["emotion", "EER %", "95 % CI", "bona fide", "spoof"],
+                               [[e, c["eer"], c["ci95"] and f"[{c['ci95'][0]:.1f}, {c['ci95'][1]:.1f}]",
+                                 c["n_bonafide"], c["n_spoof"]] for e, c in report["per_emotion"].items()]))
+    for kind, words in (("fixed", "at the fixed threshold"), ("set_eer", "at the set's own EER threshold")):
+        point = report.get("operating_points", {}).get(kind)
+        if point is not None:
+            parts += [f"<h3>Error rates {words}</h3>", operating_point_section(point)]
+    parts += [image(report[key], words) for key, words in PICTURES if report.get(key)]
+    return "".join(parts)
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
+
+
+def write_eval_html(report: dict, path: Path, title: str) -> None:
+    """``main.py --eval``'s page: the summary across sets, then every set."""
+    parts = []
+    if report.get("summary"):
+        columns = [c for c, _ in SUMMARY_COLUMNS]
+        parts += ["<h2>Summary</h2>", table(columns, [[row.get(c) for c in columns] for row in report["summary"]])]
+    parts += [set_section(name, r) for name, r in report.get("datasets", {}).items()]
+    if report.get("emotional_set", {}).get("plot"):
+        parts += ["<h2>Emotional set per system</h2>", image(report["emotional_set"]["plot"], "EER per emotion")]
+    path.write_text(page(title, "".join(parts)), encoding="utf-8")
+
+
+def write_comparison_html(result: dict, path: Path, picture: Path) -> None:
+    """``compare.py``'s page: the figures of every model per set, the paired tests, the chart."""
+    models = result["models"]
+    parts = [f"<p>Baseline: {html.escape(result['baseline'])}. Figures are mean ± sd over seeds; FRR and FAR at "
+             "each run's fixed threshold (@thr).</p>"]
+    for topic, names in figure_tables(result).items():
+        rows = [[label, len(entry["runs"])] + [
+            f"{entry['summary'][n]['mean']:.2f} ± {entry['summary'][n]['sd']:.2f}" if n in entry["summary"] else None
+            for n in names] for label, entry in models.items()]
+        parts += [f"<h2>{html.escape(topic)}</h2>", table(["model", "seeds", *names], rows)]
+    tests = [[label, name, test["difference"], f"[{test['ci95'][0]:+.2f}, {test['ci95'][1]:+.2f}]",
+              f"{test['p_value']:.3g}", f"{test['n_seeds'][0]} vs {test['n_seeds'][1]}"]
+             for label, entry in models.items() for name, test in entry["paired_vs_baseline"].items()]
+    parts += ["<h2>Paired tests against the baseline (seeds, then trials)</h2>",
+              table(["model", "set: figure", "difference (points)", "95 % interval", "p", "seeds"], tests),
+              image(picture, "comparison")]
+    path.write_text(page("Comparison", "".join(parts)), encoding="utf-8")

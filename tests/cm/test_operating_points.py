@@ -1,0 +1,95 @@
+"""main.py --eval at one threshold: genuine-speech sets in RAVDESS's names (as recorded and
+trimmed-and-normalised) reported at the dev threshold, the printed table, and report.html."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import main as main_module
+from emospoof.metrics.asvspoof2019 import compute_eer
+from emospoof.metrics.score_files import read_cm_scores
+from models import build_model
+from tests.conftest import TINY_MODEL, make_config, write_lines
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+CODES = {1: "neutral", 2: "calm", 3: "happy", 5: "angry"}
+
+
+def write_ravdess(root, rng) -> None:
+    """RAVDESS-named genuine recordings of actors 11 and 12 with a second of silence around each,
+    as RAVDESS records them; a song and a foreign name that must be left out."""
+    for actor in (11, 12):
+        folder = root / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True)
+        for code in CODES:
+            for statement in (1, 2):
+                t = np.arange(int(0.6 * 16000)) / 16000
+                tone = 0.05 * np.sin(2 * np.pi * rng.uniform(120, 280) * t)
+                wave = np.concatenate([1e-4 * rng.standard_normal(16000), tone, 1e-4 * rng.standard_normal(12000)])
+                sf.write(folder / f"03-01-{code:02d}-01-{statement:02d}-01-{actor:02d}.wav", wave.astype(np.float32),
+                         16000)
+        sf.write(folder / f"03-02-01-01-01-01-{actor:02d}.wav", np.zeros(1600, np.float32), 16000)  # a song
+        sf.write(folder / "notes.wav", np.zeros(1600, np.float32), 16000)
+
+
+@pytest.fixture
+def evaluated(tmp_path, tiny_la):
+    rng = np.random.default_rng(0)
+    write_ravdess(tmp_path / "ravdess", rng)
+    torch.manual_seed(0)
+    torch.save(build_model(TINY_MODEL).state_dict(), tmp_path / "w.pth")
+    dev = write_lines(tmp_path / "dev.txt", [f"D{i} - {'bonafide' if i % 2 else 'spoof'} {rng.normal(i % 2):.4f}"
+                                             for i in range(100)])
+    genuine = {"format": "ravdess", "path": str(tmp_path / "ravdess"), "actors": [11]}
+    config = make_config(tmp_path, tiny_la, model_path=str(tmp_path / "w.pth"),
+                         eval_datasets=[{"name": "genuine", **genuine},
+                                        {"name": "genuine_trimmed", **genuine, "preprocess": "trim_normalise"}])
+    return config, dev
+
+
+def test_genuine_sets_are_reported_at_the_dev_threshold(tmp_path, evaluated, capsys):
+    config, dev = evaluated
+    main_module.main(["--config", str(config), "--eval", "--dev_scores", str(dev), "--output_dir", str(tmp_path / "ev")])
+    out = capsys.readouterr().out
+    run_dir = next((tmp_path / "ev").iterdir())
+    report = json.loads((run_dir / "eval_report.json").read_text())
+    scores = read_cm_scores(dev)
+    _, threshold = compute_eer(scores.scores[scores.keys == "bonafide"], scores.scores[scores.keys == "spoof"])
+    genuine, trimmed, la = (report["datasets"][name] for name in ("genuine", "genuine_trimmed", "la_eval"))
+    for name, one in (("genuine", genuine), ("genuine_trimmed", trimmed)):
+        assert one["one_class"] == "bonafide" and one["n_bonafide"] == 8, name  # actor 11, songs left out
+        point = one["operating_points"]["fixed"]
+        assert point["threshold"] == pytest.approx(threshold) and point["source"].startswith("dev EER threshold")
+        assert set(point["groups"]["emotion"]) == set(CODES.values())
+        assert set(point["groups"]["arousal"]) == {"high", "low"}
+        file_scores = read_cm_scores(one["score_file"], both_classes=False).scores
+        assert point["pooled"]["frr"]["errors"] == int(np.sum(file_scores <= threshold))
+        assert one["acceptance"] == pytest.approx(100 * np.mean(file_scores > threshold))
+    as_recorded = read_cm_scores(genuine["score_file"], both_classes=False)
+    after = read_cm_scores(trimmed["score_file"], both_classes=False)
+    assert list(as_recorded.utt_ids) == list(after.utt_ids)
+    # scored on their first half second, the recordings as made show the model nothing but silence,
+    # so they all get one score; trimmed, the model sees each one's speech
+    assert np.ptp(as_recorded.scores) < 1e-5 < np.ptp(after.scores)
+    assert la["operating_points"]["fixed"]["threshold"] == pytest.approx(threshold)
+    assert "set_eer" in la["operating_points"] and "set_eer" not in genuine["operating_points"]
+    assert "genuine: 8 bona fide trials only (no EER); accepted as bona fide" in out
+    assert "emotion=angry" in out and f"at threshold {threshold:.4f}" in out
+    page = (run_dir / "report.html").read_text()
+    assert page.count("<table") >= 5 and page.count("data:image/png;base64,") >= 4
+    assert "genuine_trimmed" in page and "Error rates at the fixed threshold" in page
+
+
+def test_a_threshold_given_on_the_command_line(tmp_path, evaluated):
+    config, _ = evaluated
+    main_module.main(["--config", str(config), "--eval", "--threshold", "0.25", "--output_dir", str(tmp_path / "ev")])
+    report = json.loads((next((tmp_path / "ev").iterdir()) / "eval_report.json").read_text())
+    point = report["datasets"]["genuine"]["operating_points"]["fixed"]
+    assert point["threshold"] == 0.25 and point["source"] == "--threshold"
+    with pytest.raises(SystemExit):
+        main_module.main(["--config", str(config), "--eval", "--threshold", "calibrated", "--output_dir",
+                          str(tmp_path / "ev2")])

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -113,31 +113,39 @@ class Trial:
 
 
 class LoadedTrial(NamedTuple):
-    """What the dataset hands back for one trial: its windows, or the reason it cannot be used."""
+    """What the dataset hands back for one trial: its windows, or the reason it cannot be used, and
+    the trial's utterance-level input when the dataset has one (e.g. its emotion input)."""
 
     windows: torch.Tensor | None
     trial: Trial
     reason: str | None = None
     duration_s: float = 0.0
+    utterance_input: torch.Tensor | None = None
 
 
 @dataclass
 class Batch:
-    """Windows of the utterances that loaded; ``counts[i]`` windows belong to ``utt_ids[i]``."""
+    """Windows of the utterances that loaded; ``counts[i]`` windows belong to ``utt_ids[i]``;
+    ``utterance_input`` holds each window's utterance-level input (one row per window) when the
+    dataset has one."""
 
     x: torch.Tensor
     labels: torch.Tensor
     utt_ids: list[str]
     counts: list[int]
     failures: list[tuple[str, str]]
+    utterance_input: torch.Tensor | None = None
 
     def pin_memory(self) -> "Batch":
         """Called by a loader with ``pin_memory``: page-locked tensors copy to a GPU asynchronously."""
-        return replace(self, x=self.x.pin_memory(), labels=self.labels.pin_memory())
+        extra = None if self.utterance_input is None else self.utterance_input.pin_memory()
+        return replace(self, x=self.x.pin_memory(), labels=self.labels.pin_memory(), utterance_input=extra)
 
     def to(self, device: torch.device) -> "Batch":
         """The batch's tensors on ``device``, copied without blocking the host (from pinned memory)."""
-        return replace(self, x=self.x.to(device, non_blocking=True), labels=self.labels.to(device, non_blocking=True))
+        extra = None if self.utterance_input is None else self.utterance_input.to(device, non_blocking=True)
+        return replace(self, x=self.x.to(device, non_blocking=True), labels=self.labels.to(device, non_blocking=True),
+                       utterance_input=extra)
 
 
 class TrialDataset(Dataset):
@@ -149,7 +157,9 @@ class TrialDataset(Dataset):
     ``reject_silent`` also refuses all-zero audio (scoring it would say nothing about the file).
 
     ``preprocess(audio)`` (``emospoof.augment.preprocess``) conditions every whole recording as it
-    is read, before anything else, the same way in every mode.
+    is read, before anything else, the same way in every mode. ``utterance_inputs`` (utterance id
+    -> vector, e.g. the emotion input computed once per file on the whole utterance) travel with
+    every crop and window of their file; a trial without one cannot be used.
 
     ``augment(audio, rng)`` (``emospoof.augment.pipeline.Augmentation``) transforms the training crop, or
     in the other modes the whole utterance before it is cut. Its NumPy generator is seeded with
@@ -161,7 +171,8 @@ class TrialDataset(Dataset):
     def __init__(self, trials: list[Trial], nb_samp: int = NB_SAMP, mode: str = "first",
                  hop: int | None = None, reject_silent: bool = False,
                  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                 seed: int = 0, preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 seed: int = 0, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+                 utterance_inputs: Mapping[str, np.ndarray] | None = None) -> None:
         if mode not in ("train", "first", "full"):
             raise ValueError(f"unknown dataset mode {mode!r}")
         self.trials = trials
@@ -171,6 +182,7 @@ class TrialDataset(Dataset):
         self.reject_silent = reject_silent
         self.augment = augment
         self.preprocess = preprocess
+        self.utterance_inputs = utterance_inputs
         self.seed = seed % 2**64
         self.epoch = 0
 
@@ -188,6 +200,12 @@ class TrialDataset(Dataset):
 
     def __getitem__(self, index: int) -> LoadedTrial:
         trial = self.trials[index]
+        extra = None
+        if self.utterance_inputs is not None:
+            if trial.utt_id not in self.utterance_inputs:
+                return LoadedTrial(None, trial, "no utterance-level input (its audio could not be read when those "
+                                                "inputs were computed)")
+            extra = torch.as_tensor(self.utterance_inputs[trial.utt_id], dtype=torch.float32)
         try:
             if trial.path.is_file() and trial.path.stat().st_size == 0:
                 return LoadedTrial(None, trial, "empty file (0 bytes)")
@@ -211,18 +229,22 @@ class TrialDataset(Dataset):
             windows = sliding_windows(audio, self.nb_samp, self.hop)
         else:  # the training crop already has nb_samp samples
             windows = tile_to_length(audio, self.nb_samp)[None]
-        return LoadedTrial(torch.from_numpy(np.ascontiguousarray(windows)), trial, None, duration)
+        return LoadedTrial(torch.from_numpy(np.ascontiguousarray(windows)), trial, None, duration, extra)
 
 
 def collate_trials(items: Iterable[LoadedTrial]) -> Batch:
     loaded = [item for item in items if item.windows is not None]
     failures = [(str(item.trial.path), item.reason) for item in items if item.windows is None]
+    extra = None
+    if loaded and loaded[0].utterance_input is not None:
+        extra = torch.cat([item.utterance_input.expand(len(item.windows), -1) for item in loaded])
     return Batch(
         x=torch.cat([item.windows for item in loaded]) if loaded else torch.empty(0, 0),
         labels=torch.tensor([item.trial.label for item in loaded], dtype=torch.long),
         utt_ids=[item.trial.utt_id for item in loaded],
         counts=[len(item.windows) for item in loaded],
         failures=failures,
+        utterance_input=extra,
     )
 
 
@@ -270,15 +292,39 @@ class EpochSampler(Sampler):
     def __len__(self) -> int:
         return -(-self.n_items // self.world_size)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def epoch_order(self) -> list[int]:
+        """The trials of this epoch, in order, before they are dealt to the processes."""
         if self.shuffle:
-            order = torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-            order = order.tolist()
-        else:
-            order = list(range(self.n_items))
+            return torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        return list(range(self.n_items))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self.epoch_order()
         total = len(self) * self.world_size
         order = (order * -(-total // max(1, len(order))))[:total]
         return iter([(index, self.epoch) for index in order[self.rank:total:self.world_size]])
+
+
+class GroupBalancedSampler(EpochSampler):
+    """Like :class:`EpochSampler`, but each epoch draws every group equally often: the epoch's
+    ``n_items`` draws are split evenly among the groups (the remainder to groups chosen at random),
+    and a group's members are drawn as a random permutation, repeated for a small group and cut
+    short for a large one, so within a group every member is drawn as evenly as possible. Drawn
+    from ``seed + epoch`` alone, so every process and a resumed run draw the same."""
+
+    def __init__(self, groups: list[int], seed: int, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(len(groups), True, seed, rank, world_size)
+        self.members = [np.flatnonzero(np.asarray(groups) == g) for g in sorted(set(groups))]
+
+    def epoch_order(self) -> list[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        quota = np.full(len(self.members), self.n_items // len(self.members))
+        quota[rng.permutation(len(self.members))[:self.n_items % len(self.members)]] += 1
+        drawn = []
+        for members, count in zip(self.members, quota):
+            cycles = -(-count // len(members))
+            drawn.append(np.concatenate([rng.permutation(members) for _ in range(cycles)])[:count])
+        return rng.permutation(np.concatenate(drawn)).tolist()
 
 
 class SeededItems(Dataset):
@@ -310,12 +356,15 @@ def _seed_worker(worker_id: int, rank: int = 0) -> None:
 
 
 def make_loader(dataset: TrialDataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0,
-                rank: int = 0, world_size: int = 1, generator: torch.Generator | None = None) -> DataLoader:
+                rank: int = 0, world_size: int = 1, generator: torch.Generator | None = None,
+                balance_groups: list[int] | None = None) -> DataLoader:
     """Batches of whole utterances (``collate_trials``) for training: this rank's share of each
-    epoch (:class:`EpochSampler`; the loop calls ``set_epoch``), random draws seeded per item
+    epoch (:class:`EpochSampler`, or :class:`GroupBalancedSampler` over ``balance_groups``, one
+    group index per trial; the loop calls ``set_epoch``), random draws seeded per item
     (:class:`SeededItems`), workers that persist across epochs and prefetch, pinned memory on
     GPU machines. When shuffling, the last incomplete batch is dropped if there is more than one."""
-    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size)
+    sampler = (GroupBalancedSampler(balance_groups, seed, rank, world_size) if balance_groups is not None
+               else EpochSampler(len(dataset), shuffle, seed, rank, world_size))
     workers = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
     return DataLoader(
         SeededItems(dataset, seed),

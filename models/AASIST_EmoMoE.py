@@ -13,7 +13,8 @@ experts grow apart only as training sends each one the utterances its emotion we
 The SER must have an emotion classifier (``SERBranch.posterior``): an HF audio-classification
 checkpoint with ``"layer": "penultimate"``, an ACRNN trained by ``train_ser.py``, or the eGeMAPS
 statistics with their linear probe. K is its number of classes. ``emotion_ablation`` applies to
-the gate: ``zero`` mixes the experts uniformly, ``shuffle`` uses a neighbour's posterior.
+the gate: ``zero`` mixes the experts uniformly, ``mean`` by the training-mean posterior, ``shuffle``
+by the mean posterior of another emotion class (``models/emotion/conditioned.py``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ EXPERT_KINDS = ("head", "film")
 
 def validate_model_config(model_config: dict) -> None:
     validate_emotion_config(model_config)
+    if model_config.get("emotion_features", "posterior") != "posterior":
+        raise ConfigError("model_config.emotion_features: AASIST_EmoMoE gates its experts by the emotion posterior; "
+                          "leave it out or set it to 'posterior'")
     if model_config.get("experts", "head") not in EXPERT_KINDS:
         raise ConfigError(f"model_config.experts: expected one of {', '.join(EXPERT_KINDS)}, "
                           f"got {model_config['experts']!r}")
@@ -39,18 +43,17 @@ class Model(EmotionConditionedModel):
 
     def __init__(self, d_args: dict) -> None:
         validate_model_config(d_args)
-        super().__init__(d_args)
-        if not self.ser.labels:
-            raise ConfigError("model_config.ser_config: AASIST_EmoMoE gates by the emotion posterior, and this "
-                              "SER has no emotion classifier (see docs/emotion.md)")
+        super().__init__({**d_args, "emotion_features": "posterior"})
         self.kind = d_args.get("experts", "head")
         n_experts, dim = len(self.ser.labels), self.aasist.out_layer.in_features
         if self.kind == "head":
             self.heads = nn.Parameter(self.aasist.out_layer.weight.detach().repeat(n_experts, 1, 1))
             self.head_bias = nn.Parameter(self.aasist.out_layer.bias.detach().repeat(n_experts, 1))
+            self.emotion_parts = ("heads", "head_bias")
         else:
             self.scale = nn.Parameter(torch.zeros(n_experts, dim))  # gamma - 1 of each expert
             self.shift = nn.Parameter(torch.zeros(n_experts, dim))
+            self.emotion_parts = ("scale", "shift")
 
     def mix(self, hidden: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """Logits of embeddings ``hidden`` (batch, dim) under ``gate`` (batch, K), rows summing to 1."""
@@ -60,7 +63,8 @@ class Model(EmotionConditionedModel):
         modulated = (1 + gate @ self.scale) * hidden + gate @ self.shift
         return self.aasist.classify(modulated)
 
-    def forward(self, x: torch.Tensor, Freq_aug: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        gate = self.emotion_posterior(x).to(x.dtype)
+    def forward(self, x: torch.Tensor, Freq_aug: bool = False,
+                emotion: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        gate = self.emotion_posterior(x, emotion).to(x.dtype)
         hidden = self.aasist.drop(self.aasist.graph_embedding(self.aasist.encode(x, Freq_aug)))
         return hidden, self.mix(hidden, gate)

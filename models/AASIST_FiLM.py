@@ -52,12 +52,14 @@ class Model(EmotionConditionedModel):
     """``forward`` returns ``(modulated embedding, logits)``; logit index 1 is bona fide, from
     AASIST's own output layer."""
 
+    emotion_parts = ("film",)
+
     def __init__(self, d_args: dict) -> None:
         validate_model_config(d_args)
         super().__init__(d_args)
         filts, gat_dims = d_args["filts"], d_args["gat_dims"]
         block_channels = [filts[1][1], filts[2][1], filts[3][1], filts[4][1], filts[4][1], filts[4][1]]
-        e_dim = self.ser.embedding_dim
+        e_dim = self.emotion_dim
         self.film = nn.ModuleDict()
         for site in d_args.get("film_at", ["embedding"]):
             if site == "embedding":
@@ -82,6 +84,7 @@ class Model(EmotionConditionedModel):
         h = self.aasist.graph_embedding(encoded, on_nodes if "graph_t" in self.film else None)
         return self.film["embedding"](h, e) if "embedding" in self.film else h
 
-    def forward(self, x: torch.Tensor, Freq_aug: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.aasist.drop(self.modulated_embedding(x, self.emotion(x), Freq_aug))
+    def forward(self, x: torch.Tensor, Freq_aug: bool = False,
+                emotion: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.aasist.drop(self.modulated_embedding(x, self.emotion(x, emotion), Freq_aug))
         return hidden, self.aasist.classify(hidden)

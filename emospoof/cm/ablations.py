@@ -1,6 +1,7 @@
 """Does an emotion-conditioned model use the emotion it is given? ``main.py --eval --ablations``
-evaluates it with ``emotion_ablation`` none, zero and shuffle and reports what each changes per
-emotion: a model that uses its emotion input gets worse without it.
+evaluates it with ``emotion_ablation`` none, zero, mean and shuffle (``models/emotion/conditioned.py``)
+and reports what each changes per emotion and at the fixed threshold: a model that uses its
+emotion input gets worse without it.
 """
 from __future__ import annotations
 
@@ -16,48 +17,65 @@ from emospoof.core.config import ConfigError
 from emospoof.metrics.groups import emotion_cells
 from emospoof.reports.plots import plot_ablations
 from emospoof.reports.tables import format_ablations
+from models.emotion.conditioned import ABLATIONS
 
 ABLATIONS_REPORT = "ablations.json"
 ABLATIONS_PLOT = "ablations_per_emotion.png"
-EMOTION_SETS = {"la_eval": "LA eval", "emotional_set": "emotional set"}
+
+
+def _frr_at_threshold(report: dict) -> tuple[float | None, dict[str, float]]:
+    """The FRR at the fixed threshold, pooled and per emotion (None and {} without a threshold)."""
+    point = report.get("operating_points", {}).get("fixed")
+    if not point or point["pooled"]["frr"] is None:
+        return None, {}
+    per_emotion = {e: c["frr"]["rate"] for e, c in point["groups"].get("emotion", {}).items() if c["frr"]}
+    return point["pooled"]["frr"]["rate"], per_emotion
+
+
+def _has_emotions(report: dict) -> bool:
+    return "error" not in report and bool(report.get("per_emotion") or _frr_at_threshold(report)[1])
 
 
 def ablation_summary(reports: dict[str, dict]) -> dict:
-    """Per scored set: pooled and per-emotion EER under each ablation, and the change from 'none'."""
+    """Per scored set with emotion labels: pooled and per-emotion EER under each ablation, the
+    change from 'none', and the FRR at the fixed threshold (genuine-only sets have the FRR only)."""
     summary = {}
-    for key, title in EMOTION_SETS.items():
-        if key not in reports["none"]:
+    for name, baseline in reports["none"]["datasets"].items():
+        if not _has_emotions(baseline):
             continue
-        pooled = {name: (report[key].get("pooled", {}).get("eer") if key == "emotional_set" else report[key]["eer"])
-                  for name, report in reports.items()}
-        cells = {name: emotion_cells(report[key]) for name, report in reports.items()}
-        summary[title] = {
-            "pooled": pooled, "per_emotion": cells,
-            "change_vs_none": {name: {emotion: eer - cells["none"][emotion] for emotion, eer in per_emotion.items()
-                                      if emotion in cells["none"]}
-                               for name, per_emotion in cells.items() if name != "none"},
+        sets = {ablation: report["datasets"][name] for ablation, report in reports.items()}
+        cells = {ablation: emotion_cells(report) for ablation, report in sets.items()}
+        summary[name] = {
+            "pooled": {ablation: report.get("eer") for ablation, report in sets.items()},
+            "frr_at_threshold": {ablation: _frr_at_threshold(report)[0] for ablation, report in sets.items()},
+            "frr_per_emotion": {ablation: _frr_at_threshold(report)[1] for ablation, report in sets.items()},
+            "per_emotion": cells,
+            "change_vs_none": {ablation: {emotion: eer - cells["none"][emotion] for emotion, eer in per_emotion.items()
+                                          if emotion in cells["none"]}
+                               for ablation, per_emotion in cells.items() if ablation != "none"},
         }
     return summary
 
 
-def evaluate_ablations(model: nn.Module, config: dict, device: torch.device, run_dir: Path) -> dict:
-    """Evaluate an emotion-conditioned model with ``emotion_ablation`` none, zero and shuffle (each
-    report in ``run_dir/ablations/<name>/``) and report what each ablation changes per emotion. A
-    model that uses the emotion it is given gets worse without it."""
+def evaluate_ablations(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
+                       dev_scores: Path | None = None, threshold: str | None = None) -> dict:
+    """Evaluate an emotion-conditioned model with ``emotion_ablation`` none, zero, mean and shuffle
+    (each report in ``run_dir/ablations/<name>/``) on every set, and report what each changes on
+    every set with emotion labels: pooled and per-emotion EER, and the FRR at the run's fixed
+    threshold. A model that uses the emotion it is given gets worse without it."""
     if not hasattr(model, "ablation"):
         raise ConfigError(f"--ablations: {config['model_config']['architecture']} has no emotion input to ablate")
-    names = ["none", "zero", "shuffle"]
-    if config.get("eval_mode", "first") == "full":  # shuffle needs one window per utterance in a batch
-        names.remove("shuffle")
-        tqdm.write("note: --ablations: 'shuffle' needs eval_mode 'first'; evaluating none and zero")
     configured, reports = model.ablation, {}
-    for name in names:
-        model.ablation, model._last_emotion = name, None
-        folder = run_dir / "ablations" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        tqdm.write(f"emotion_ablation '{name}':")
-        reports[name] = evaluate_eval_set(model, config, device, folder)
-    model.ablation = configured
+    try:
+        for name in ABLATIONS:
+            model.ablation = name
+            folder = run_dir / "ablations" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            tqdm.write(f"emotion_ablation '{name}':")
+            reports[name] = evaluate_eval_set(model, config, device, folder, dev_scores=dev_scores,
+                                              threshold=threshold)
+    finally:
+        model.ablation = configured
     summary = ablation_summary(reports)
     tqdm.write(format_ablations(summary))
     (run_dir / ABLATIONS_REPORT).write_text(json.dumps(summary, indent=2))

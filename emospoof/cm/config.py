@@ -11,6 +11,7 @@ from pathlib import Path
 
 from emospoof.augment.pipeline import validate_augmentation_config
 from emospoof.augment.preprocess import check_preprocess
+from emospoof.cm.group_robust import check_group_config
 from emospoof.core.config import ConfigError, check_keys, is_number, read_config, str_to_bool
 from emospoof.corpora import check_spec, dataset_name
 from emospoof.training.engine import TRAINING_KEYS, validate_training_keys
@@ -23,7 +24,7 @@ TOP_LEVEL_KEYS = {
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
     "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
     "augmentation", "eval_condition", "train_dataset", "dev_dataset", "eval_datasets", "emotion_labels",
-    "preprocess",
+    "preprocess", "class_weights", "group_robust", "freeze_aasist_epochs",
 } | TRAINING_KEYS
 REQUIRED_KEYS = ("batch_size", "num_epochs", "model_config", "optim_config")
 BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
@@ -99,14 +100,28 @@ def validate_config(config: dict) -> None:
                           f"(available: {', '.join(LOSSES)}, the weighted cross-entropy)")
     _check_datasets(config)
     validate_augmentation_config(config)
-    if config["model_config"].get("emotion_ablation") == "shuffle" and config.get("eval_mode") == "full":
-        raise ConfigError("model_config.emotion_ablation 'shuffle' needs eval_mode 'first' "
-                          "(in 'full' mode a batch holds several windows of the same utterance)")
     if config.get("eval_mode", "first") not in ("first", "full"):
         raise ConfigError(f"config key 'eval_mode': expected 'first' or 'full', got {config['eval_mode']!r}")
-    ssl_lr = config["optim_config"].get("ssl_lr")
-    if ssl_lr is not None and not (is_number(ssl_lr) and ssl_lr > 0):
-        raise ConfigError(f"optim_config.ssl_lr: expected a positive number or null, got {ssl_lr!r}")
+    for key in ("ssl_lr", "emotion_lr"):
+        rate = config["optim_config"].get(key)
+        if rate is not None and not (is_number(rate) and rate > 0):
+            raise ConfigError(f"optim_config.{key}: expected a positive number or null, got {rate!r}")
+    emotion_model = "ser_config" in config["model_config"]
+    if "emotion_lr" in config["optim_config"] and not emotion_model:
+        raise ConfigError("optim_config.emotion_lr: only emotion-conditioned models (with a ser_config) have "
+                          "emotion parts")
+    frozen_epochs = config.get("freeze_aasist_epochs", 0)
+    if isinstance(frozen_epochs, bool) or not isinstance(frozen_epochs, int) or not 0 <= frozen_epochs < \
+            config["num_epochs"]:
+        raise ConfigError(f"config key 'freeze_aasist_epochs': expected an integer from 0 to num_epochs - 1, "
+                          f"got {frozen_epochs!r}")
+    if frozen_epochs and not emotion_model:
+        raise ConfigError("config key 'freeze_aasist_epochs': only emotion-conditioned models train an emotion "
+                          "part while AASIST waits")
+    if frozen_epochs and str_to_bool(config["model_config"].get("freeze_aasist", False)):
+        raise ConfigError("config key 'freeze_aasist_epochs': model_config.freeze_aasist already freezes AASIST "
+                          "for the whole run")
+    check_group_config(config)
     for key in BOOLEAN_KEYS:
         if key in config:
             str_to_bool(config[key], key)

@@ -54,14 +54,23 @@ def _read(spec: dict, key: str) -> Corpus:
     return read_dataset(spec)
 
 
+def _labelled(config: dict, trials: list[Trial]) -> list[Trial]:
+    """The trials with the emotions of the config's ``emotion_labels`` file, when it names one."""
+    if "emotion_labels" not in config:
+        return trials
+    return with_emotions(trials, read_emotion_labels(Path(config["emotion_labels"])))
+
+
 def training_trials(config: dict) -> list[Trial]:
-    """The training trials: every ``train_dataset`` (or the track's train split) in turn."""
-    return [t for spec in train_specs(config) for t in _read(spec, "train_dataset").trials]
+    """The training trials: every ``train_dataset`` (or the track's train split) in turn, with the
+    emotions of ``emotion_labels`` (they place trials in groups and class the emotion inputs)."""
+    return _labelled(config, [t for spec in train_specs(config) for t in _read(spec, "train_dataset").trials])
 
 
 def dev_trials(config: dict) -> list[Trial]:
-    """The trials that select the model (``dev_dataset`` or the track's dev split)."""
-    return _read(dev_spec(config), "dev_dataset").trials
+    """The trials that select the model (``dev_dataset`` or the track's dev split), with the
+    emotions of ``emotion_labels``."""
+    return _labelled(config, _read(dev_spec(config), "dev_dataset").trials)
 
 
 def _track_eval_path(config: dict) -> Path:
@@ -182,9 +191,7 @@ def eval_sets(config: dict, track_only: bool = False) -> list[EvalSet]:
     sets = []
     if has_track_eval(config):
         spec = track_spec(config, "eval")
-        trials = read_dataset(spec).trials
-        if "emotion_labels" in config:
-            trials = with_emotions(trials, read_emotion_labels(Path(config["emotion_labels"])))
+        trials = _labelled(config, read_dataset(spec).trials)
         sets.append(EvalSet(TRACK_EVAL_NAMES[spec["format"]], trials, config.get("eval_output", "eval_scores.txt"),
                             load_asv(config, "asv_score_path", None), source=str(spec["path"]),
                             preprocess=config.get("preprocess")))

@@ -25,6 +25,7 @@ from data_utils import SkipReport, Trial
 from emospoof.augment.pipeline import build_eval_conditions
 from emospoof.augment.preprocess import build_preprocess
 from emospoof.cm.data import EvalSet, eval_sets, track_eval_name
+from emospoof.cm.emotion_inputs import emotion_inputs
 from emospoof.cm.thresholds import fixed_threshold
 from emospoof.core.checkpoint import load_weights
 from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, SPOOF, key_of
@@ -37,8 +38,7 @@ from emospoof.metrics.score_files import AsvScores, CmScores, read_cm_scores, wr
 from emospoof.reports.html import write_eval_html
 from emospoof.reports.plots import plot_det, plot_emotion_eer, plot_operating_point, plot_score_histogram
 from emospoof.reports.tables import (format_emotion_cells, format_emotion_table, format_metrics, format_one_class,
-                                     format_operating_point, format_table,
-                                     summary_row)
+                                     format_operating_point, format_table, summary_row)
 from emospoof.scoring.windows import score_trials
 
 EMO_PLOT = "emo_eer_per_emotion.png"
@@ -279,12 +279,16 @@ def read_dev_scores(path: Path | None) -> CmScores | None:
 def evaluate_conditions(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
                         eval_set: EvalSet, skips: SkipReport) -> dict:
     """The track's eval set again under each ``eval_condition`` (a codec, noise, ... applied to
-    every utterance, the same draws for every model): metrics and a score file per condition."""
+    every utterance, the same draws for every model): metrics and a score file per condition. An
+    emotion-conditioned model keeps the emotion input of the clean recording: the condition
+    degrades what the countermeasure hears, not what the SER heard."""
     results = {}
     score_path = run_dir / eval_set.score_file
+    preprocess = build_preprocess(eval_set.preprocess)
+    inputs = emotion_inputs(model, eval_set.trials, config, device, skips, preprocess, f"{eval_set.name} emotion inputs")
     for name, condition in build_eval_conditions(config, tqdm.write).items():
         scores = score_trials(model, eval_set.trials, config, device, skips, f"{eval_set.name} [{name}]",
-                              augment=condition, preprocess=build_preprocess(eval_set.preprocess))
+                              augment=condition, preprocess=preprocess, utterance_inputs=inputs)
         path = score_path.with_name(f"{score_path.stem}_{name}{score_path.suffix}")
         write_score_file(path, eval_set.trials, scores)
         metrics = metrics_for(eval_set.trials, scores, eval_set.asv)
@@ -338,8 +342,14 @@ def evaluate_checkpoints(model: nn.Module, weights: list[Path], config: dict, de
 
 def _score_sets(model: nn.Module, sets: list[EvalSet], config: dict, device: torch.device,
                 skips: SkipReport) -> dict[str, Scores]:
-    return {s.name: score_trials(model, s.trials, config, device, skips, s.name, preprocess=build_preprocess(s.preprocess))
-            for s in sets}
+    scores = {}
+    for eval_set in sets:
+        preprocess = build_preprocess(eval_set.preprocess)
+        inputs = emotion_inputs(model, eval_set.trials, config, device, skips, preprocess,
+                                f"{eval_set.name} emotion inputs")
+        scores[eval_set.name] = score_trials(model, eval_set.trials, config, device, skips, eval_set.name,
+                                             preprocess=preprocess, utterance_inputs=inputs)
+    return scores
 
 
 def _write_report(report: dict, run_dir: Path, skips: SkipReport, extra: dict | None) -> dict:

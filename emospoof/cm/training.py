@@ -26,10 +26,13 @@ from emospoof.cm.ablations import evaluate_ablations
 from emospoof.cm.config import load_config, run_name
 from emospoof.cm.data import (check_paths, dev_asv, dev_trials, eval_sets, has_eval_data, resolve_asv_path,
                               track_eval_name, training_trials)
+from emospoof.cm.emotion_inputs import emotion_inputs, fit_emotion_statistics, predicted_emotions
 from emospoof.cm.evaluation import evaluate_checkpoints, evaluate_eval_set, metrics_for
+from emospoof.cm.group_robust import GroupDRO, class_weights, group_names
 from emospoof.cm.thresholds import DEV_SCORES
 from emospoof.core.checkpoint import load_checkpoint, load_weights
 from emospoof.core.config import ConfigError, str_to_bool
+from emospoof.core.emotions import UNLABELLED
 from emospoof.metrics.score_files import AsvScores, write_score_file
 from emospoof.scoring.windows import score_trials
 from emospoof.training import distributed
@@ -38,10 +41,9 @@ from emospoof.training.engine import (StepLoss, TrainSettings, Validation, apply
                                       settings_summary, train_settings, weighted_cross_entropy)
 from emospoof.training.optim import create_optimizer, parameter_groups
 from models import build_model
+from models.emotion.branch import SERBranch
 from utils import count_parameters, seed_everything, select_device, trainable_parameters
 
-# Class weights of the reference's cross-entropy: spoof (index 0) 0.1, bona fide (index 1) 0.9.
-CLASS_WEIGHTS = (0.1, 0.9)
 # Dev scores of the best epoch and of the final model, in the run folder: the final model's are
 # what its evaluation calibrates on.
 BEST_DEV_SCORES = "dev_scores_best.txt"
@@ -52,27 +54,43 @@ class CountermeasureTask:
     the best epoch saved and averaged into the SWA model."""
 
     def __init__(self, model: nn.Module, config: dict, device: torch.device, run_dir: Path,
-                 dev_trials: list[Trial], dev_asv: AsvScores | None, skips: SkipReport) -> None:
+                 dev_trials: list[Trial], dev_asv: AsvScores | None, skips: SkipReport,
+                 class_weight: tuple[float, float], dev_inputs: dict | None = None) -> None:
         self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
         self.dev_trials, self.dev_asv, self.skips = dev_trials, dev_asv, skips
+        self.dev_inputs = dev_inputs  # utterance-level emotion inputs of the dev trials
         self.dev_scores: dict[str, float] = {}  # of the last validation
         self.preprocess = build_preprocess(config.get("preprocess"))
-        self.class_weight = torch.tensor(CLASS_WEIGHTS, device=device)
+        self.class_weight = torch.tensor(class_weight, device=device)
+        self.frozen_aasist_epochs = config.get("freeze_aasist_epochs", 0)
+        self.dro: GroupDRO | None = None  # with group_robust.dro_step, and each trial's group index:
+        self.group_of: dict[str, int] = {}
         self.freq_aug = str_to_bool(config.get("freq_aug", False), "freq_aug")
         self.eval_all_best = str_to_bool(config.get("eval_all_best", False), "eval_all_best")
         # No SWA, no copy: for models with a large SSL encoder the average is a second full model.
         self.swa_model = AveragedModel(model) if str_to_bool(config.get("swa", True), "swa") else None
 
     def loss(self, net: nn.Module, batch: Batch) -> StepLoss:
-        _, logits = net(batch.x, Freq_aug=self.freq_aug)
-        return weighted_cross_entropy(logits, batch.labels, self.class_weight)
+        extra = {} if batch.utterance_input is None else {"emotion": batch.utterance_input}
+        _, logits = net(batch.x, Freq_aug=self.freq_aug, **extra)
+        if self.dro is None:
+            return weighted_cross_entropy(logits, batch.labels, self.class_weight)
+        groups = torch.tensor([self.group_of[utt] for utt in batch.utt_ids], device=logits.device)
+        return self.dro.loss(logits, batch.labels, groups)
 
     def start_epoch(self, epoch: int) -> None:
-        pass  # the loader's sampler carries the epoch to the crops and augmentation draws
+        """AASIST waits (no gradient, BatchNorm statistics kept) during the first
+        ``freeze_aasist_epochs``, while the emotion parts learn; then both train together. (The
+        loader's sampler carries the epoch to the crops and augmentation draws.)"""
+        if self.frozen_aasist_epochs:
+            if epoch <= self.frozen_aasist_epochs:
+                self.model.freeze_part("aasist")
+            else:
+                self.model.thaw_part("aasist")
 
     def validate(self, epoch: int) -> Validation:
         scores = score_trials(self.model, self.dev_trials, self.config, self.device, self.skips, f"epoch {epoch} dev",
-                              preprocess=self.preprocess)
+                              preprocess=self.preprocess, utterance_inputs=self.dev_inputs)
         self.dev_scores = scores
         dev = metrics_for(self.dev_trials, scores, self.dev_asv)
         tdcf = dev["min_tdcf"] if dev["min_tdcf"] is not None else float("nan")
@@ -94,11 +112,14 @@ class CountermeasureTask:
             row["eval_eer"] = report["datasets"][track_eval_name(self.config)]["eer"]
 
     def extra_state(self) -> dict:
-        return {"swa_model": None if self.swa_model is None else self.swa_model.state_dict()}
+        return {"swa_model": None if self.swa_model is None else self.swa_model.state_dict(),
+                "dro": None if self.dro is None else self.dro.state_dict()}
 
     def load_extra_state(self, state: dict) -> None:
         if self.swa_model is not None:
             self.swa_model.load_state_dict(state["swa_model"])
+        if self.dro is not None:
+            self.dro.load_state_dict(state["dro"])
 
 
 def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch.device) -> None:
@@ -131,7 +152,7 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int,
             distributed.convert_sync_batchnorm(swa_model, device)
         update_bn_of_trainable(train_loader, swa_model, device)
         swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev",
-                                  preprocess=task.preprocess)
+                                  preprocess=task.preprocess, utterance_inputs=task.dev_inputs)
         swa_eer = metrics_for(task.dev_trials, swa_scores, task.dev_asv)["eer"]
         if distributed.is_main():
             torch.save(swa_model.module.state_dict(), weights_dir / "swa.pth")
@@ -157,6 +178,27 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int,
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
 
 
+def set_up_groups(task: CountermeasureTask, trials: list[Trial], config: dict, device: torch.device,
+                  skips: SkipReport, preprocess) -> list[int] | None:
+    """Group-robust training (``group_robust``): each training trial's group, group DRO on the
+    task, and the group of each trial for a balanced sampler (returned; None without one)."""
+    section = config.get("group_robust")
+    if section is None:
+        return None
+    unlabelled = [t for t in trials if t.emotion == UNLABELLED]
+    predicted = {}
+    if unlabelled and "ser_config" in section:
+        predicted = predicted_emotions(SERBranch(section["ser_config"]).to(device), unlabelled, config, device, skips,
+                                       preprocess, "SER emotions of unlabelled training trials")
+    names = group_names(trials, section.get("groups", "arousal"), predicted)
+    index = {name: i for i, name in enumerate(sorted(set(names)))}
+    tqdm.write("training groups: " + ", ".join(f"{name} {names.count(name)}" for name in index))
+    if section.get("dro_step", 0.01) > 0:
+        task.dro = GroupDRO(len(index), section.get("dro_step", 0.01), device)
+        task.group_of = {t.utt_id: index[name] for t, name in zip(trials, names)}
+    return [index[name] for name in names] if section.get("sampler", "balanced") == "balanced" else None
+
+
 def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, seed: int,
           resume: dict | None, settings: TrainSettings) -> None:
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
@@ -167,14 +209,21 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     augmentation = build_augmentation(config, tqdm.write)
     if augmentation is not None:
         tqdm.write(f"training-data augmentation: {augmentation.describe()}")
-    train_set = TrialDataset(training_trials(config), config["model_config"].get("nb_samp", NB_SAMP), "train",
-                             augment=augmentation, seed=seed,
-                             preprocess=build_preprocess(config.get("preprocess")))
-    task = CountermeasureTask(model, config, device, run_dir, dev_trials(config), dev_asv_scores, skips)
+    preprocess = build_preprocess(config.get("preprocess"))
+    trials, dev = training_trials(config), dev_trials(config)
+    train_inputs = emotion_inputs(model, trials, config, device, skips, preprocess, "training emotion inputs")
+    fit_emotion_statistics(model, trials, train_inputs, config, device, skips, preprocess)
+    train_set = TrialDataset(trials, config["model_config"].get("nb_samp", NB_SAMP), "train", augment=augmentation,
+                             seed=seed, preprocess=preprocess, utterance_inputs=train_inputs)
+    task = CountermeasureTask(model, config, device, run_dir, dev, dev_asv_scores, skips,
+                              class_weights(config, trials),
+                              emotion_inputs(model, dev, config, device, skips, preprocess, "dev emotion inputs"))
+    tqdm.write(f"class weights (spoof, bona fide): {tuple(round(w, 4) for w in task.class_weight.tolist())}")
+    balance = set_up_groups(task, trials, config, device, skips, preprocess)
     generator = torch.Generator()
     generator.manual_seed(seed)
     train_loader = make_loader(train_set, config["batch_size"], True, config.get("num_workers", default_num_workers()),
-                               seed, distributed.rank(), distributed.world_size(), generator)
+                               seed, distributed.rank(), distributed.world_size(), generator, balance)
     steps = -(-len(train_loader) // settings.grad_accum_steps) * config["num_epochs"]
     optimizer, scheduler = create_optimizer(parameter_groups(model, config["optim_config"]), config["optim_config"], steps)
     result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,
@@ -244,7 +293,7 @@ def run_on(args: argparse.Namespace, device: torch.device) -> None:
             return
         load_weights(model, weights[0], device)
         if args.ablations:
-            evaluate_ablations(model, config, device, output_dir)
+            evaluate_ablations(model, config, device, output_dir, dev_scores[0], args.threshold)
         else:
             evaluate_eval_set(model, config, device, output_dir, dev_scores=dev_scores[0], threshold=args.threshold)
         return

@@ -17,6 +17,13 @@ EMOTION_SPELLINGS = {
 # 1980): high-arousal genuine speech is what countermeasures reject most.
 HIGH_AROUSAL = ("angry", "happy", "surprised", "fearful", "disgust")
 LOW_AROUSAL = ("neutral", "calm", "sad")
+# A coarse place for each emotion on the circumplex, (arousal, valence) in [-1, 1]: the targets of
+# the SER's arousal/valence regression head, and the expected values under an emotion posterior
+# for an SER without one. Quadrants follow Russell (1980); the magnitudes are our own rounding.
+AROUSAL_VALENCE = {
+    "neutral": (0.0, 0.0), "calm": (-0.6, 0.4), "happy": (0.6, 0.8), "sad": (-0.6, -0.6),
+    "angry": (0.8, -0.6), "fearful": (0.7, -0.7), "disgust": (0.3, -0.7), "surprised": (0.8, 0.3),
+}
 
 
 def normalise_emotion(name: str) -> str:

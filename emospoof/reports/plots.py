@@ -133,19 +133,22 @@ def plot_training_curves(rows: list[dict], path: str | os.PathLike[str]) -> None
 
 
 def plot_ablations(summary: dict, path: Path, title: str) -> None:
-    """One panel per scored set: per-emotion EER under each ablation."""
+    """One panel per scored set: per-emotion EER under each ablation (for a genuine-only set, the
+    per-emotion FRR at the fixed threshold)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.5 * len(summary), 4.0), layout="constrained")
     for index, (name, entry) in enumerate(summary.items()):
         axes = figure.add_subplot(1, len(summary), index + 1)
-        emotions = list(entry["per_emotion"]["none"])
-        width = 0.8 / len(entry["per_emotion"])
-        for i, (ablation, cells) in enumerate(entry["per_emotion"].items()):
-            xs = np.arange(len(emotions)) + (i - (len(entry["per_emotion"]) - 1) / 2) * width
+        by_ablation, measure = ((entry["per_emotion"], "EER (%)") if entry["per_emotion"]["none"]
+                                else (entry["frr_per_emotion"], "FRR at the fixed threshold (%)"))
+        emotions = list(by_ablation["none"])
+        width = 0.8 / len(by_ablation)
+        for i, (ablation, cells) in enumerate(by_ablation.items()):
+            xs = np.arange(len(emotions)) + (i - (len(by_ablation) - 1) / 2) * width
             axes.bar(xs, [cells.get(e, 0.0) for e in emotions], width, label=ablation)
         axes.set_xticks(np.arange(len(emotions)), emotions)
-        axes.set_ylabel("EER (%)")
+        axes.set_ylabel(measure)
         axes.set_title(f"{title}: {name}")
         axes.legend(title="emotion_ablation", fontsize=8)
     figure.savefig(path, dpi=120)

@@ -127,18 +127,22 @@ def _text_table(rows: list[list[str]]) -> str:
 
 
 def format_ablations(summary: dict) -> str:
+    """Per set: EER per emotion and pooled, and the FRR at the fixed threshold, under each
+    ablation, with the change from 'none' in brackets."""
     lines = []
     for title, entry in summary.items():
         names = list(entry["pooled"])
-        lines += [f"{title}: EER % by emotion_ablation (change from 'none' in brackets)",
-                  "  " + "emotion".ljust(10) + "".join(name.rjust(18) for name in names)]
-        emotions = list(entry["per_emotion"]["none"]) + ["pooled"]
-        for emotion in emotions:
-            row = "  " + emotion.ljust(10)
-            for name in names:
-                value = entry["pooled"][name] if emotion == "pooled" else entry["per_emotion"][name].get(emotion)
-                base = entry["pooled"]["none"] if emotion == "pooled" else entry["per_emotion"]["none"].get(emotion)
-                text = "n/a" if value is None else (f"{value:.2f}" if name == "none" else f"{value:.2f} [{value - base:+.2f}]")
-                row += text.rjust(18)
-            lines.append(row)
+        lines += [f"{title}: by emotion_ablation (EER %, FRR % at the fixed threshold; change from 'none')",
+                  "  " + "".ljust(14) + "".join(name.rjust(18) for name in names)]
+        rows = [(f"EER {e}", {n: entry["per_emotion"][n].get(e) for n in names}) for e in entry["per_emotion"]["none"]]
+        rows += [("EER pooled", entry["pooled"]), ("FRR@thr", entry["frr_at_threshold"])]
+        rows += [(f"FRR@thr {e}", {n: entry["frr_per_emotion"][n].get(e) for n in names})
+                 for e in entry["frr_per_emotion"]["none"]]
+        for label, values in rows:
+            if all(v is None for v in values.values()):
+                continue
+            base = values["none"]
+            cells = ["n/a" if v is None else (f"{v:.2f}" if n == "none" or base is None else f"{v:.2f} [{v - base:+.2f}]")
+                     for n, v in values.items()]
+            lines.append("  " + label.ljust(14) + "".join(c.rjust(18) for c in cells))
     return "\n".join(lines)

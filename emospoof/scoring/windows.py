@@ -18,7 +18,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -33,14 +33,17 @@ from emospoof.training import distributed
 from emospoof.training.acceleration import autocast, compiled, resolve_precision
 from models.layers.fused import optimise_for_cpu
 
-Forward = Callable[[torch.Tensor], np.ndarray]
+# forward(windows, utterance_inputs=None) -> outputs: the inputs (one row per window) are what a
+# model needs beside the audio, e.g. the emotion input of the window's utterance.
+Forward = Callable[..., np.ndarray]
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 Preprocess = Callable[[np.ndarray], np.ndarray]
 
 
-def cm_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits of a countermeasure, whose forward returns ``(embedding, logits)``."""
-    return model(x)[1]
+def cm_logits(model: nn.Module, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of a countermeasure, whose forward returns ``(embedding, logits)``; ``extra`` is the
+    emotion input of each window's utterance, for the models that take one."""
+    return model(x)[1] if extra is None else model(x, emotion=extra)[1]
 
 
 def torch_forward(model: nn.Module, device: torch.device,
@@ -52,9 +55,11 @@ def torch_forward(model: nn.Module, device: torch.device,
     precision = resolve_precision(precision, device)
     run = compiled(model) if compile_model else model
 
-    def forward(x: torch.Tensor) -> np.ndarray:
+    def forward(x: torch.Tensor, extra: torch.Tensor | None = None) -> np.ndarray:
         with torch.inference_mode(), autocast(device, precision):
-            return logits_of(run, x.to(device, non_blocking=True)).float().cpu().numpy()
+            x = x.to(device, non_blocking=True)
+            logits = logits_of(run, x) if extra is None else logits_of(run, x, extra.to(device, non_blocking=True))
+            return logits.float().cpu().numpy()
     return forward
 
 
@@ -68,15 +73,17 @@ def threaded_cpu_forward(model: nn.Module, threads: int) -> Forward:
     """
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
-    def one(x: torch.Tensor) -> np.ndarray:
+    def one(x: torch.Tensor, extra: torch.Tensor | None) -> np.ndarray:
         with torch.inference_mode():
-            return cm_logits(model, x).numpy()
+            return cm_logits(model, x, extra).numpy()
 
-    def forward(x: torch.Tensor) -> np.ndarray:
+    def forward(x: torch.Tensor, extra: torch.Tensor | None = None) -> np.ndarray:
         torch.set_num_threads(1)  # process-wide; set on every call in case someone changed it
         if pool is None or len(x) == 1:
-            return one(x)
-        return np.concatenate(list(pool.map(one, x.tensor_split(min(threads, len(x))))))
+            return one(x, extra)
+        parts = min(threads, len(x))
+        extras = [None] * parts if extra is None else extra.tensor_split(parts)
+        return np.concatenate(list(pool.map(one, x.tensor_split(parts), extras)))
     return forward
 
 
@@ -99,38 +106,42 @@ def _keep_as_is(item: LoadedTrial) -> LoadedTrial:
 def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str = "full", hop: int | None = None,
                   batch_size: int = 32, num_workers: int = 0, skips: SkipReport | None = None,
                   progress: bool = True, desc: str = "scoring", reject_silent: bool = False,
-                  augment: Augment | None = None, preprocess: Preprocess | None = None) -> ScoringRun:
+                  augment: Augment | None = None, preprocess: Preprocess | None = None,
+                  utterance_inputs: Mapping[str, np.ndarray] | None = None) -> ScoringRun:
     """Outputs of every window of every trial (``mode`` ``first`` or ``full``, as in
     ``TrialDataset``), ``batch_size`` windows per forward call whichever files they come from;
     ``preprocess`` conditions each recording as it is read, then ``augment`` (an eval condition)
-    transforms each utterance, the same way every time."""
+    transforms each utterance, the same way every time; ``utterance_inputs`` (utterance id ->
+    vector) are handed to ``forward`` beside each of the utterance's windows."""
     local = distributed.shard(trials)  # under torchrun each rank scores its share
     dataset = TrialDataset(local, nb_samp, mode, hop, reject_silent=reject_silent, augment=augment,
-                           preprocess=preprocess)
+                           preprocess=preprocess, utterance_inputs=utterance_inputs)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_keep_as_is)
     started = time.perf_counter()
     parts: dict[str, list[np.ndarray]] = {}
     durations: dict[str, float] = {}
     errors: list[tuple[Trial, str]] = []
-    queue: deque[list] = deque()  # [utt_id, windows, next window to score]
+    queue: deque[list] = deque()  # [utt_id, windows, next window to score, utterance input]
     queued = n_windows = 0
     bar = tqdm(total=len(local), unit="file", desc=desc, disable=not progress or not distributed.is_main(), leave=False)
 
     def run_batch() -> None:
         nonlocal queued, n_windows
-        chunks, owners, finished = [], [], 0
+        chunks, extras, owners, finished = [], [], [], 0
         room = batch_size
         while queue and room:
             entry = queue[0]
             take = min(room, len(entry[1]) - entry[2])
             chunks.append(entry[1][entry[2]:entry[2] + take])
+            if entry[3] is not None:
+                extras.append(entry[3].expand(take, -1))
             owners.append((entry[0], take))
             entry[2] += take
             room -= take
             if entry[2] == len(entry[1]):
                 queue.popleft()
                 finished += 1
-        outputs = forward(torch.cat(chunks))
+        outputs = forward(torch.cat(chunks), torch.cat(extras)) if extras else forward(torch.cat(chunks))
         offset = 0
         for utt_id, count in owners:
             parts[utt_id].append(outputs[offset:offset + count])
@@ -146,7 +157,7 @@ def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str
             continue
         parts[item.trial.utt_id] = []
         durations[item.trial.utt_id] = item.duration_s
-        queue.append([item.trial.utt_id, item.windows, 0])
+        queue.append([item.trial.utt_id, item.windows, 0, item.utterance_input])
         queued += len(item.windows)
         while queued >= batch_size:
             run_batch()
@@ -166,7 +177,8 @@ def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str
 
 def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: torch.device,
                  skips: SkipReport, desc: str, augment: Augment | None = None,
-                 preprocess: Preprocess | None = None) -> dict[str, float]:
+                 preprocess: Preprocess | None = None,
+                 utterance_inputs: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
     """A countermeasure's score of each trial (``emospoof.core.labels.cm_scores``: bona fide minus
     spoof logit), averaged over the windows in ``"full"`` eval mode (``eval_mode`` and ``eval_hop`` of the config),
     in the config's ``precision``, compiled with ``compile``. On CPU in fp32 the model runs as its
@@ -180,5 +192,5 @@ def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: to
     run = score_windows(trials, forward, config["model_config"].get("nb_samp", NB_SAMP),
                         config.get("eval_mode", "first"), config.get("eval_hop"), config["batch_size"],
                         config.get("num_workers", default_num_workers()), skips, desc=desc, augment=augment,
-                        preprocess=preprocess)
+                        preprocess=preprocess, utterance_inputs=utterance_inputs)
     return {utt_id: float(cm_scores(outputs).mean()) for utt_id, outputs in run.outputs.items()}

@@ -23,7 +23,7 @@ ACRNN_KEYS = TRAINED_KEYS | {"acrnn_dims"}
 SCRATCH_KEYS = {"kind", "hidden_size", "layers", "num_attention_heads", "intermediate_size", "conv_dim",
                 "conv_kernel", "conv_stride"}
 RF_KEYS = {"n_estimators", "min_samples_leaf", "class_weights", "feature_cache"}
-LINEAR_KEYS = {"C", "class_weights", "feature_cache"}
+LINEAR_KEYS = {"C", "class_weights", "feature_cache", "arousal_valence", "arousal_valence_alpha"}
 BACKEND_KEYS = {"hf": HF_KEYS, "acrnn": ACRNN_KEYS, "egemaps_rf": RF_KEYS, "egemaps_linear": LINEAR_KEYS}
 
 

@@ -16,8 +16,9 @@ from tqdm import tqdm
 
 from data_utils import AudioError, SkipReport, Trial, load_audio
 from emospoof.core.config import str_to_bool
-from emospoof.ser.ravdess import class_names
-from emospoof.ser.report import classification_report, print_report, write_report
+from emospoof.core.emotions import AROUSAL_VALENCE
+from emospoof.ser.ravdess import RAVDESS_EMOTION, class_names
+from emospoof.ser.report import REPORT, classification_report, print_report, write_report
 from models.emotion.egemaps import EGEMAPS_SET, egemaps_feature_names, egemaps_functionals
 
 EGEMAPS_FILE = "egemaps_ser.json"
@@ -106,6 +107,30 @@ def run_egemaps_rf(config: dict, splits: dict[str, list[Trial]], run_dir: Path, 
     return fit_and_report(config, splits, run_dir, output_dir, fit_predict)[0]
 
 
+def fit_arousal_valence(config: dict, splits: dict[str, list[Trial]], output_dir: Path, mean: np.ndarray,
+                        std: np.ndarray) -> dict:
+    """A ridge regression from the standardised functionals to each clip's (arousal, valence): the
+    place of its RAVDESS emotion on the circumplex (``emospoof.core.emotions.AROUSAL_VALENCE``),
+    fitted on the train split; the Pearson correlation of each output with its target on dev and
+    test says how well it generalises to unseen actors."""
+    from sklearn.linear_model import Ridge
+
+    matrices, kept, _ = feature_splits(config, splits, output_dir, SkipReport(tqdm.write))
+    targets = {name: np.array([AROUSAL_VALENCE[dict(t.conditions)[RAVDESS_EMOTION]] for t in trials])
+               for name, trials in kept.items()}
+    alpha = config.get("arousal_valence_alpha", 100.0)
+    ridge = Ridge(alpha=alpha).fit((matrices["train"] - mean) / std, targets["train"])
+    result = {"weight": ridge.coef_.tolist(), "bias": ridge.intercept_.tolist(), "alpha": alpha,
+              "targets": {emotion: list(place) for emotion, place in AROUSAL_VALENCE.items()}}
+    for name in ("dev", "test"):
+        predicted = ridge.predict((matrices[name] - mean) / std)
+        result[name] = {axis: float(np.corrcoef(predicted[:, i], targets[name][:, i])[0, 1])
+                        for i, axis in enumerate(("arousal_r", "valence_r"))}
+    tqdm.write(f"arousal/valence head: test correlation arousal {result['test']['arousal_r']:.3f}, "
+               f"valence {result['test']['valence_r']:.3f}")
+    return result
+
+
 def run_egemaps_linear(config: dict, splits: dict[str, list[Trial]], run_dir: Path, output_dir: Path) -> dict:
     """Standardise the functionals with the training clips' statistics, fit the linear probe, report
     dev and test, and write ``run_dir/model/egemaps_ser.json`` for the emotion branch."""
@@ -120,6 +145,11 @@ def run_egemaps_linear(config: dict, splits: dict[str, list[Trial]], run_dir: Pa
         return (lambda features: probe.predict((features - mean) / std)), (mean, std, probe)
 
     report, (mean, std, probe) = fit_and_report(config, splits, run_dir, output_dir, fit_predict)
+    regression = None
+    if str_to_bool(config.get("arousal_valence", True), "arousal_valence"):
+        regression = fit_arousal_valence(config, splits, output_dir, mean, std)
+        report["arousal_valence"] = {name: regression[name] for name in ("dev", "test")}
+        (run_dir / REPORT).write_text(json.dumps(report, indent=2))
     names = class_names(config)
     weight = np.zeros((len(names), mean.size))
     bias = np.full(len(names), -1e4)  # a class absent from training is never predicted
@@ -132,6 +162,8 @@ def run_egemaps_linear(config: dict, splits: dict[str, list[Trial]], run_dir: Pa
     stats = {"feature_set": EGEMAPS_SET, "features": egemaps_feature_names(), "mean": mean.tolist(),
              "std": std.tolist(), "actors": report["actors"]["train"],
              "probe": {"labels": list(names), "weight": weight.tolist(), "bias": bias.tolist(), "C": probe.C}}
+    if regression is not None:
+        stats["arousal_valence"] = {key: regression[key] for key in ("weight", "bias", "alpha", "targets")}
     (model_dir / EGEMAPS_FILE).write_text(json.dumps(stats) + "\n")
     tqdm.write(f"eGeMAPS statistics and probe for the emotion branch: {model_dir / EGEMAPS_FILE}")
     return report

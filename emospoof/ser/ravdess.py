@@ -53,6 +53,9 @@ def class_names(config: dict) -> tuple[str, ...]:
     return TTS5_EMOTIONS if emotion_map == "tts5" else RAVDESS_EMOTIONS
 
 
+RAVDESS_EMOTION = "ravdess_emotion"  # the condition holding a clip's emotion before mapping
+
+
 def map_emotion(emotion: str, config: dict) -> str | None:
     """The class of a RAVDESS emotion under the config's mapping, None if the clip is dropped.
     ``tts5`` keeps the five emotions of the TTS set, drops fearful and disgust, and folds calm
@@ -69,7 +72,8 @@ def map_emotion(emotion: str, config: dict) -> str | None:
 
 
 def make_splits(clips: list[Clip], config: dict, seed: int) -> dict[str, list[Trial]]:
-    """train / dev / test trials (``label`` = class index, ``speaker`` = actor, ``emotion`` = class).
+    """train / dev / test trials (``label`` = class index, ``speaker`` = actor, ``emotion`` = class,
+    the condition ``ravdess_emotion`` = the clip's own emotion before mapping).
 
     ``"split": "actor"`` puts every clip of an actor in the split that lists the actor;
     ``"random"`` shuffles the clips (seeded) into ``test_fraction`` test, ``dev_fraction`` dev and
@@ -80,7 +84,7 @@ def make_splits(clips: list[Clip], config: dict, seed: int) -> dict[str, list[Tr
         label = map_emotion(clip.emotion, config)
         if label is not None:
             trials.append(Trial(clip.path.stem, clip.path, names.index(label), speaker=f"{clip.actor:02d}",
-                                emotion=label))
+                                emotion=label, conditions=((RAVDESS_EMOTION, clip.emotion),)))
     by_actor = config.get("split", "actor") == "actor"
     if by_actor:
         splits = {name: [t for t in trials if int(t.speaker) in config[f"{name}_actors"]]

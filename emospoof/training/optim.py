@@ -1,5 +1,6 @@
 """The optimiser and its learning-rate schedule: Adam (AdamW, SGD) with the AASIST reference's
-per-step cosine decay, and the parameter groups (a lower learning rate for a fine-tuned SSL encoder).
+per-step cosine decay, and the parameter groups (a lower learning rate for a fine-tuned SSL
+encoder, their own rate for the emotion parts of an emotion-conditioned model).
 """
 from __future__ import annotations
 
@@ -12,24 +13,43 @@ from emospoof.core.config import ConfigError, str_to_bool
 from models.encoders.ssl import SSLEncoder
 from utils import trainable_parameters
 
-# optim_config keys (docs/config.md); ssl_lr only means something for models with an SSL encoder.
+# optim_config keys (docs/config.md); ssl_lr only means something for models with an SSL encoder,
+# emotion_lr for the emotion-conditioned models.
 OPTIM_KEYS = {"optimizer", "amsgrad", "base_lr", "lr_min", "betas", "weight_decay", "scheduler",
-              "momentum", "nesterov", "ssl_lr"}
+              "momentum", "nesterov", "ssl_lr", "emotion_lr"}
+
+
+def emotion_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the parts an emotion-conditioned model names in ``emotion_parts`` (FiLM
+    generators, gates, expert heads, the Concat head); none for other models."""
+    found = []
+    for name in getattr(model, "emotion_parts", ()):
+        part = getattr(model, name)
+        found += [part] if isinstance(part, nn.Parameter) else list(part.parameters())
+    return found
 
 
 def parameter_groups(model: nn.Module, optim_config: dict) -> list:
     """The trainable parameters for ``create_optimizer``. With ``optim_config.ssl_lr`` the weights
-    of every self-supervised speech model inside ``model`` (``models.encoders.ssl.SSLEncoder.model``) form
-    a second group with that learning rate, the usual lower rate for fine-tuning a large
-    pre-trained encoder; the scheduler scales both groups alike."""
+    of every self-supervised speech model inside ``model`` (``models.encoders.ssl.SSLEncoder.model``)
+    form a group with that learning rate, the usual lower rate for fine-tuning a large pre-trained
+    encoder. With ``emotion_lr`` the emotion parts of an emotion-conditioned model form a group with
+    that rate and no weight decay: they start at the identity and are tiny beside AASIST, so at
+    AASIST's fine-tuning rate and decay they barely move. The scheduler scales every group alike."""
     trainable = trainable_parameters(model)
-    if optim_config.get("ssl_lr") is None:
-        return trainable
-    ssl_ids = {id(p) for module in model.modules() if isinstance(module, SSLEncoder)
+    special = []
+    if optim_config.get("ssl_lr") is not None:
+        ssl = {id(p) for module in model.modules() if isinstance(module, SSLEncoder)
                for p in module.model.parameters() if p.requires_grad}
-    groups = [{"params": [p for p in trainable if id(p) not in ssl_ids]}]
-    if ssl_ids:  # nothing to add when the SSL model is frozen
-        groups.append({"params": [p for p in trainable if id(p) in ssl_ids], "lr": optim_config["ssl_lr"]})
+        special.append((ssl, {"lr": optim_config["ssl_lr"]}))
+    if optim_config.get("emotion_lr") is not None:
+        special.append(({id(p) for p in emotion_parameters(model) if p.requires_grad},
+                        {"lr": optim_config["emotion_lr"], "weight_decay": 0.0}))
+    if not special:
+        return trainable
+    claimed = set().union(*(ids for ids, _ in special))
+    groups = [{"params": [p for p in trainable if id(p) not in claimed]}]
+    groups += [{"params": [p for p in trainable if id(p) in ids], **options} for ids, options in special if ids]
     return groups
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from emospoof.core.config import ConfigError, str_to_bool
+from emospoof.core.emotions import AROUSAL_VALENCE
 from models.emotion.acrnn import ACRNNEncoder
 from models.emotion.egemaps import EGeMAPSEncoder
 from models.emotion.hf import HFEncoder
@@ -61,6 +62,20 @@ class SERBranch(KeepsFrozen):
                               "posterior (see docs/emotion.md)")
         with no_grad_if(self.frozen):
             return self.encoder.posterior(wave).float()
+
+    def arousal_valence(self, wave: torch.Tensor) -> torch.Tensor:
+        """(batch, 2): arousal and valence in about [-1, 1] (``emospoof.core.emotions.AROUSAL_VALENCE``),
+        from the backend's regression head (the eGeMAPS file written by ``train_ser.py`` with
+        ``"arousal_valence": true``), else as expected under the emotion posterior."""
+        if getattr(self.encoder, "has_arousal_valence", False):
+            with no_grad_if(self.frozen):
+                return self.encoder.arousal_valence(wave).float()
+        unknown = [label for label in self.labels if label not in AROUSAL_VALENCE]
+        if not self.labels or unknown:
+            raise ConfigError("model_config.ser_config: arousal/valence needs an SER with an arousal/valence head "
+                              f"or an emotion classifier over named emotions (unknown: {unknown or 'no classifier'})")
+        table = torch.tensor([AROUSAL_VALENCE[label] for label in self.labels])
+        return self.posterior(wave) @ table.to(wave.device)
 
 
 def validate_ser_config(ser_config: object) -> None:

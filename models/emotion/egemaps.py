@@ -41,7 +41,8 @@ def egemaps_functionals(wave: np.ndarray) -> np.ndarray:
 class EGeMAPSEncoder(nn.Module):
     """Waveform -> the 88 eGeMAPS functionals, standardised with the mean and standard deviation of
     the SER training actors (``ser_path``: the ``egemaps_ser.json`` that ``train_ser.py`` writes).
-    Parameter-free; a linear probe in the same file gives the emotion posterior. The functionals of
+    Parameter-free; a linear probe in the same file gives the emotion posterior, and a linear
+    regression head (when the file has one) the arousal and valence. The functionals of
     a window are computed from that window alone, in training as at inference, so the same audio
     always gives the same embedding."""
 
@@ -59,6 +60,11 @@ class EGeMAPSEncoder(nn.Module):
         self.labels = tuple(probe["labels"]) if probe else ()
         self.register_buffer("probe_weight", torch.tensor(probe["weight"], dtype=torch.float32) if probe else None)
         self.register_buffer("probe_bias", torch.tensor(probe["bias"], dtype=torch.float32) if probe else None)
+        regression = stats.get("arousal_valence")
+        self.has_arousal_valence = regression is not None
+        self.register_buffer("av_weight", torch.tensor(regression["weight"], dtype=torch.float32)
+                             if regression else None)
+        self.register_buffer("av_bias", torch.tensor(regression["bias"], dtype=torch.float32) if regression else None)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         audio = wave.detach().float().cpu().numpy()
@@ -68,6 +74,10 @@ class EGeMAPSEncoder(nn.Module):
 
     def posterior(self, wave: torch.Tensor) -> torch.Tensor:
         return (self.forward(wave) @ self.probe_weight.T + self.probe_bias).softmax(dim=-1)
+
+    def arousal_valence(self, wave: torch.Tensor) -> torch.Tensor:
+        """(arousal, valence) from the linear regression head trained with the probe."""
+        return self.forward(wave) @ self.av_weight.T + self.av_bias
 
     def frames(self, wave: torch.Tensor) -> torch.Tensor:
         raise ConfigError("model_config.ser_config.backend: 'egemaps' gives one vector per utterance, "
@@ -90,4 +100,8 @@ def read_egemaps_stats(path: Path) -> dict:
     if probe is not None and (np.asarray(probe.get("weight")).shape != (len(probe.get("labels", [])), EGEMAPS_SIZE)
                               or len(probe.get("bias", [])) != len(probe["labels"])):
         raise ConfigError(f"{path}: the probe must hold a weight (classes x {EGEMAPS_SIZE}), a bias and labels")
+    regression = stats.get("arousal_valence")
+    if regression is not None and (np.asarray(regression.get("weight")).shape != (2, EGEMAPS_SIZE)
+                                   or len(regression.get("bias", [])) != 2):
+        raise ConfigError(f"{path}: the arousal/valence head must hold a weight (2 x {EGEMAPS_SIZE}) and a bias")
     return stats

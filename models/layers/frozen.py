@@ -30,7 +30,13 @@ class KeepsFrozen(nn.Module):
 
     def freeze_part(self, name: str) -> None:
         freeze_(getattr(self, name))
-        self._frozen_parts = getattr(self, "_frozen_parts", ()) + (name,)
+        if name not in getattr(self, "_frozen_parts", ()):
+            self._frozen_parts = getattr(self, "_frozen_parts", ()) + (name,)
+
+    def thaw_part(self, name: str) -> None:
+        """Undo :meth:`freeze_part`: the child trains again (and follows ``train()``)."""
+        getattr(self, name).requires_grad_(True)
+        self._frozen_parts = tuple(part for part in getattr(self, "_frozen_parts", ()) if part != name)
 
     def train(self, mode: bool = True) -> KeepsFrozen:
         super().train(mode)

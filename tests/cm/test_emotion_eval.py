@@ -185,21 +185,25 @@ def test_eval_with_ablations_reports_the_change_per_emotion(tmp_path, emotional_
     torch.manual_seed(0)
     model = build_model(model_config)
     torch.nn.init.normal_(model.film["embedding"].generator.weight, std=2.0)  # the emotion matters
+    with torch.no_grad():  # statistics as training leaves them: four emotion classes
+        waves = torch.tensor(np.random.default_rng(3).standard_normal((8, 4000)), dtype=torch.float32)
+        model.set_emotion_statistics(model.raw_emotion(waves), ["angry", "happy", "sad", "neutral"] * 2)
     torch.save(model.state_dict(), tmp_path / "w.pth")
     config = make_config(tmp_path, tmp_path / "LA", model_path=str(tmp_path / "w.pth"), batch_size=16,
                          model_config=model_config, emo_dataset=str(emotional_tree), emo_bonafide_system="ESD")
     main_module.main(["--config", str(config), "--eval", "--ablations", "--output_dir", str(tmp_path / "ev")])
     run_dir = next((tmp_path / "ev").iterdir())
-    summary = json.loads((run_dir / "ablations.json").read_text())["emotional set"]
-    assert set(summary["pooled"]) == {"none", "zero", "shuffle"}
-    for name in ("zero", "shuffle"):  # each change is that ablation's per-emotion EER minus none's
+    summary = json.loads((run_dir / "ablations.json").read_text())["emotional_set"]
+    assert set(summary["pooled"]) == {"none", "zero", "mean", "shuffle"}
+    for name in ("zero", "mean", "shuffle"):  # each change is that ablation's per-emotion EER minus none's
         sub = json.loads((run_dir / "ablations" / name / "eval_report.json").read_text())["emotional_set"]
         none = json.loads((run_dir / "ablations/none/eval_report.json").read_text())["emotional_set"]
         for emotion, change in summary["change_vs_none"][name].items():
             assert change == pytest.approx(sub["per_emotion"][emotion]["eer"] - none["per_emotion"][emotion]["eer"])
     assert any(abs(c) > 0 for c in summary["change_vs_none"]["zero"].values())
+    assert any(abs(c) > 0 for c in summary["change_vs_none"]["shuffle"].values())
     report = json.loads((run_dir / "eval_report.json").read_text())
-    assert report["ablations"]["emotional set"] == summary and "la_eval" in report
+    assert report["ablations"]["emotional_set"] == summary and "la_eval" in report
     assert (run_dir / "ablations_per_emotion.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def emomoe(tiny_ser_dir, **extra) -> torch.nn.Module:
     ser = {"backend": "hf", "ser_path": str(tiny_ser_dir), "layer": "penultimate"}
-    return build_model({"architecture": "AASIST_EmoMoE", **TINY_AASIST, "ser_config": ser, **extra})
+    # the gate read on each window (the per-utterance path: tests/models/test_emotion_inputs.py)
+    return build_model({"architecture": "AASIST_EmoMoE", **TINY_AASIST, "ser_config": ser, "emotion_source": "window",
+                        **extra})
 
 
 def waves(n: int, seed: int = 0) -> torch.Tensor:
@@ -37,6 +39,7 @@ def test_gate_follows_the_emotion_posterior(tiny_ser_dir):
     model = emomoe(tiny_ser_dir).eval()
     x = waves(4, seed=2)
     with torch.no_grad():
+        model.set_emotion_statistics(model.raw_emotion(waves(6, seed=8)), ["angry", "happy", "sad"] * 2)
         torch.nn.init.normal_(model.heads, std=1.0)  # experts that disagree
         hidden, logits = model(x)
         posterior = model.ser.posterior(x)
@@ -75,7 +78,7 @@ def test_learns_a_tone_task(tiny_ser_dir, experts):
 
 
 def test_needs_an_ser_with_an_emotion_classifier(tiny_ser_dir):
-    with pytest.raises(ConfigError, match="no emotion classifier"):
+    with pytest.raises(ConfigError, match="needs an SER with an emotion classifier"):
         build_model({"architecture": "AASIST_EmoMoE", **TINY_AASIST,
                      "ser_config": {"backend": "hf", "ser_path": str(tiny_ser_dir), "layer": -1}})
     with pytest.raises(ConfigError, match="model_config.experts"):

@@ -23,12 +23,25 @@ def ser_config(tiny_ser_dir) -> dict:
     return {"backend": "hf", "ser_path": str(tiny_ser_dir), "layer": "penultimate"}
 
 
+# These tests exercise the conditioning itself on each window, as the models ran before their
+# emotion was taken per utterance (tests/models/test_emotion_inputs.py covers that path).
+PER_WINDOW = {"emotion_source": "window", "emotion_norm": "l2"}
+
+
 def emotion_model(architecture: str, tiny_ser_dir, **extra) -> torch.nn.Module:
-    return build_model({"architecture": architecture, **TINY_AASIST, "ser_config": ser_config(tiny_ser_dir), **extra})
+    return build_model({"architecture": architecture, **TINY_AASIST, "ser_config": ser_config(tiny_ser_dir),
+                        **PER_WINDOW, **extra})
 
 
 def waves(n: int, seed: int = 0) -> torch.Tensor:
     return torch.tensor(np.random.default_rng(seed).standard_normal((n, 4000)), dtype=torch.float32)
+
+
+def with_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """Emotion statistics from eight 'training' utterances of four emotion classes."""
+    with torch.no_grad():
+        model.set_emotion_statistics(model.raw_emotion(waves(8, seed=9)), ["angry", "sad", "calm", "happy"] * 2)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +75,7 @@ def test_film_starts_as_the_unconditioned_aasist(tiny_ser_dir, aasist_weights, a
 @pytest.mark.parametrize("site", ["embedding", "graph", "block2"])
 def test_changing_the_emotion_changes_the_logits(tiny_ser_dir, architecture, site):
     torch.manual_seed(0)
-    model = emotion_model(architecture, tiny_ser_dir, film_at=[site]).eval()
+    model = with_statistics(emotion_model(architecture, tiny_ser_dir, film_at=[site]).eval())
     x = waves(3, seed=2)
     with torch.no_grad():
         identity = model(x)[1]
@@ -100,22 +113,32 @@ def test_gfilm_gate_reads_the_bona_fide_probability(tiny_ser_dir):
 
 
 def test_ablations(tiny_ser_dir):
+    """zero: no input; mean: the training mean; shuffle: the training mean of the next emotion class
+    after the one the input is nearest to -- a real but wrong emotion, for any batch, alone too."""
     torch.manual_seed(0)
-    model = emotion_model("AASIST_Concat", tiny_ser_dir).eval()
+    model = with_statistics(emotion_model("AASIST_Concat", tiny_ser_dir, residual=False).eval())
     x = waves(3, seed=4)
     with torch.no_grad():
+        raw = model.raw_emotion(x)
         real = model.emotion(x)
-        torch.testing.assert_close(real.norm(dim=1), torch.ones(3))
+        torch.testing.assert_close(real, torch.nn.functional.normalize(raw, dim=-1))  # emotion_norm l2
         hidden, _ = model(x)
         torch.testing.assert_close(hidden[:, -real.size(1):], real)  # concatenated after AASIST's part
-        torch.testing.assert_close(hidden[:, :-real.size(1)].norm(dim=1), torch.ones(3))
         model.ablation = "zero"
         assert torch.equal(model.emotion(x), torch.zeros_like(real))
+        model.ablation = "mean"
+        torch.testing.assert_close(model.emotion(x), F.normalize(model.emotion_mean, dim=-1).expand_as(real))
         model.ablation = "shuffle"
-        torch.testing.assert_close(model.emotion(x), real.roll(1, dims=0))
-        torch.testing.assert_close(model.emotion(x[:1]), real[:1])  # alone: the previous batch's first
+        present = [i for i in range(len(model.class_counts)) if model.class_counts[i] > 0]
+        means = model.class_means[present]
+        nearest = torch.cdist(raw, means).argmin(dim=1)
+        expected = F.normalize(means[(nearest + 1) % len(present)], dim=-1)
+        shuffled = model.emotion(x)
+        torch.testing.assert_close(shuffled, expected)
+        torch.testing.assert_close(model.emotion(x[:1]), shuffled[:1])  # alone: the same, no state kept
+        assert not torch.allclose(shuffled, real)
         fresh = emotion_model("AASIST_Concat", tiny_ser_dir, emotion_ablation="shuffle").eval()
-        with pytest.raises(ValueError, match="at least two utterances"):
+        with pytest.raises(ConfigError, match="training means of two emotion classes"):
             fresh.emotion(x[:1])
 
 

@@ -173,7 +173,8 @@ def test_frozen_ser_is_untouched_by_training_and_swa(tiny_ser_dir, ser_config):
     torch.manual_seed(0)
     if ser_config == "hf":
         ser_config = {"backend": "hf", "ser_path": str(tiny_ser_dir), "layer": -1}
-    model = build_model({"architecture": "AASIST_Concat", **TINY_AASIST, "ser_config": ser_config})
+    model = build_model({"architecture": "AASIST_Concat", **TINY_AASIST, "ser_config": ser_config,
+                         "emotion_source": "window"})
     ser_before, aasist_before, head_before = snapshot(model.ser), snapshot(model.aasist), snapshot(model.head)
     model.train()
     assert not model.ser.encoder.training and model.head.training  # dropout and BN of the SER stay off
@@ -202,7 +203,8 @@ def test_frozen_ser_is_untouched_by_training_and_swa(tiny_ser_dir, ser_config):
 
 def test_unfrozen_ser_is_fine_tuned():
     torch.manual_seed(0)
-    model = build_model({"architecture": "AASIST_Concat", **TINY_AASIST, "ser_config": {**TINY_ACRNN, "freeze": False}})
+    model = build_model({"architecture": "AASIST_Concat", **TINY_AASIST, "ser_config": {**TINY_ACRNN, "freeze": False},
+                         "emotion_source": "window"})
     before = snapshot(model.ser)
     model.train()
     assert model.ser.encoder.training

@@ -68,7 +68,10 @@ def runs(tmp_path_factory) -> dict:
     write_split(root / "LA", "train", "T", 8, rng, corrupt=True)
     write_split(root / "LA", "dev", "D", 4, rng)
     write_split(root / "LA", "eval", "E", 4, rng)
-    common = {"num_epochs": 3, "model_config": TINY_RAWNET2, "optim_config": SGD, "sync_batchnorm": True}
+    # The reference's class weights: TOLERANCE was measured with them (with the balanced default the
+    # larger spoof gradients make the float32 rounding of the two set-ups drift to about 3e-5).
+    common = {"num_epochs": 3, "model_config": TINY_RAWNET2, "optim_config": SGD, "sync_batchnorm": True,
+              "class_weights": "reference"}
     two = make_config(root, root / "LA", "two.conf", batch_size=4, **common)
     one = make_config(root, root / "LA", "one.conf", batch_size=8, **common)
     process = torchrun("--config", str(two), "--output_dir", str(root / "two"))

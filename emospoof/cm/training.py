@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, make_loader
@@ -99,18 +99,35 @@ class CountermeasureTask:
 
 
 def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch.device) -> None:
-    """Re-estimate the SWA model's BatchNorm statistics, except in frozen parts (no trainable
-    parameter: a frozen SER branch or AASIST), whose statistics must stay bit-identical;
-    ``update_bn`` alone would reset them. Under torchrun each rank runs its share of the training
-    data (every rank takes every step); synchronised BatchNorm layers see the global batches, as
-    one process would, and otherwise the ranks' estimates are averaged."""
-    frozen = [m for m in swa_model.modules() if isinstance(m, _BatchNorm)
-              and not any(p.requires_grad for p in m.parameters())]
-    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in frozen]
-    update_bn((b.x.to(device) for b in train_loader if distributed.all_ranks(bool(b.utt_ids))), swa_model, device)
-    distributed.average_batchnorm_statistics(swa_model)
-    for module, state in zip(frozen, saved):
-        module.load_state_dict(state)
+    """Re-estimate the SWA model's BatchNorm statistics on the training data, as
+    ``torch.optim.swa_utils.update_bn`` does (statistics reset, then a cumulative average over one
+    pass in train mode, momentum restored), for the BatchNorm layers that training updates only.
+
+    Frozen parts (a frozen SER branch, SSL encoder or AASIST) stay in eval mode in train mode
+    (``models.layers.frozen.KeepsFrozen``) and run on their running statistics, so those are never
+    reset: ``update_bn`` resets every BatchNorm, and a frozen ACRNN would then run on mean 0 and
+    variance 1 during the pass and feed corrupted inputs to every trainable BatchNorm after it.
+    Under torchrun each rank runs its share of the training data (every rank takes every step);
+    synchronised BatchNorm layers see the global batches, as one process would, and otherwise the
+    ranks' estimates are averaged."""
+    model = swa_model.module
+    was_training = model.training
+    model.train()
+    updated = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+    momenta = [m.momentum for m in updated]
+    for module in updated:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over the pass
+    try:
+        with torch.no_grad():
+            for batch in train_loader:
+                if distributed.all_ranks(bool(batch.utt_ids)):
+                    model(batch.x.to(device))
+    finally:
+        for module, momentum in zip(updated, momenta):
+            module.momentum = momentum
+        model.train(was_training)
+    distributed.average_batchnorm_statistics(updated)
 
 
 def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int, settings: TrainSettings) -> None:

@@ -26,7 +26,7 @@ from emospoof.cm.config import load_config, run_name
 from emospoof.cm.data import (check_paths, dev_asv, dev_trials, eval_sets, has_eval_data, resolve_asv_path,
                               track_eval_name, training_trials)
 from emospoof.cm.evaluation import evaluate_checkpoints, evaluate_eval_set, metrics_for
-from emospoof.core.checkpoint import load_checkpoint, load_weights
+from emospoof.core.checkpoint import load_checkpoint, load_weights, save_weights
 from emospoof.core.config import ConfigError, str_to_bool
 from emospoof.metrics.score_files import AsvScores, write_score_file
 from emospoof.scoring.windows import score_trials
@@ -81,7 +81,7 @@ class CountermeasureTask:
 
     def new_best(self, epoch: int, row: dict) -> None:
         if distributed.is_main():
-            torch.save(self.model.state_dict(), self.run_dir / "weights" / "best.pth")
+            save_weights(self.model.state_dict(), self.run_dir / "weights" / "best.pth")
             write_score_file(self.run_dir / BEST_DEV_SCORES, self.dev_trials, self.dev_scores)
         if self.swa_model is not None:
             self.swa_model.update_parameters(self.model)
@@ -147,7 +147,7 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int,
         swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev")
         swa_eer = metrics_for(task.dev_trials, swa_scores, task.dev_asv)["eer"]
         if distributed.is_main():
-            torch.save(swa_model.module.state_dict(), weights_dir / "swa.pth")
+            save_weights(swa_model.module.state_dict(), weights_dir / "swa.pth")
         summary.update(swa_dev_eer=swa_eer, swa_n_averaged=swa_model.n_averaged.item())
         tqdm.write(f"SWA over {swa_model.n_averaged.item()} checkpoint(s): dev EER {swa_eer:.3f} %")
         if swa_eer <= best_eer:
@@ -157,7 +157,7 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int,
                 write_score_file(run_dir / DEV_SCORES, task.dev_trials, swa_scores)
     output_dir = distributed.output_dir(run_dir)
     if distributed.is_main():
-        shutil.copyfile(weights_dir / summary["final"], weights_dir / "final.pth")
+        save_weights(model.state_dict(), weights_dir / "final.pth")  # the model holds the chosen weights
         if task.skips:
             task.skips.write(run_dir / "skipped_files.tsv")
     tqdm.write(f"final model (chosen on dev): {summary['final']} -> {weights_dir / 'final.pth'}")

@@ -2,14 +2,16 @@
 
 Everything is read with ``torch.load(weights_only=True)``, so a checkpoint can hold tensors and
 plain containers but never run code. Weights load strictly: a mismatch is one ConfigError naming
-the missing and unexpected keys. Training checkpoints are written atomically, and the previous
-one is kept beside the new one (``checkpoint.prev.pth``), so a file torn by a crash or a full disk
-never costs more than one epoch.
+the missing and unexpected keys. Every weight file and training checkpoint the project writes goes
+through :func:`write_atomically` (temporary file in the same folder, fsync, ``os.replace``), so a
+kill during a save never leaves a torn file; the previous training checkpoint is also kept beside
+the new one (``checkpoint.prev.pth``).
 """
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable
@@ -66,20 +68,60 @@ def load_weights(model: nn.Module, path: Path, device: torch.device, ignore_pref
                         f"{path}: weights do not fit the model")
 
 
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` through a temporary file, so an interrupted save never leaves a torn file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def write_atomically(path: Path, write: Callable[[Path], None], keep_previous: Path | None = None) -> None:
+    """The one way the project writes a weight or checkpoint file: ``write(tmp)`` writes the whole
+    file under a temporary name in ``path``'s folder, which is flushed to disk (fsync) and renamed
+    over ``path`` (``os.replace``, atomic on one file system). Interrupted at any point (an
+    exception, a kill, a full disk), ``path`` holds the previous file or the new one, never a torn
+    one. With ``keep_previous``, the file ``path`` held is moved there first."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)  # the rename itself
+
+
+def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` fills a temporary folder beside ``folder`` (a Hugging Face model folder:
+    weights, config, feature extractor); each of its files then replaces its namesake in
+    ``folder`` through :func:`write_atomically`, so every file there is always a whole one."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for written in sorted(tmp.iterdir()):
+            write_atomically(folder / written.name, lambda target: os.replace(written, target))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder cannot be opened on some systems; the rename is then as safe as they make it
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def save_weights(state: dict, path: Path) -> None:
+    """A state dict written atomically (:func:`write_atomically`)."""
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def save_checkpoint(state: dict, run_dir: Path) -> None:
-    """Write ``run_dir/checkpoint.pth``; the one it replaces becomes ``checkpoint.prev.pth``."""
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    torch.save(state, tmp)
-    if (run_dir / CHECKPOINT).exists():
-        os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
-    os.replace(tmp, run_dir / CHECKPOINT)
+    """Write ``run_dir/checkpoint.pth`` atomically; the one it replaces becomes ``checkpoint.prev.pth``."""
+    write_atomically(run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp), keep_previous=run_dir / PREVIOUS)
 
 
 def load_checkpoint(run_dir: Path, warn: Callable[[str], None] | None = None) -> dict:

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from emospoof.core.checkpoint import load_state_strictly, read_state
+from emospoof.core.checkpoint import (load_state_strictly, read_state, save_weights, write_atomically,
+                                      write_folder_atomically)
 from emospoof.core.config import ConfigError
 from models.emotion.acrnn import ACRNN, LABELS_FILE, acrnn_features, read_labels
 from models.encoders.hf_audio import (load_hf_audio_model, prepare_waveform, save_with_extractor, tiny_audio_config,
@@ -75,8 +76,11 @@ class HFClassifier:
     def save(self, directory: Path) -> None:
         """The directory the emotion branch loads: config (with id2label), safetensors weights and
         the feature extractor's settings."""
-        self.model.save_pretrained(directory, safe_serialization=True)
-        self.extractor.save_pretrained(directory)
+        def write(folder: Path) -> None:
+            self.model.save_pretrained(folder, safe_serialization=True)
+            self.extractor.save_pretrained(folder)
+
+        write_folder_atomically(directory, write)
 
 
 class ACRNNClassifier:
@@ -117,8 +121,8 @@ class ACRNNClassifier:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), directory / ACRNN_FILE)
-        (directory / LABELS_FILE).write_text(json.dumps(list(self.labels)) + "\n")
+        write_atomically(directory / LABELS_FILE, lambda tmp: tmp.write_text(json.dumps(list(self.labels)) + "\n"))
+        save_weights(self.model.state_dict(), directory / ACRNN_FILE)
 
 
 def load_classifier(path: str | Path) -> HFClassifier | ACRNNClassifier:

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_utils import AudioError, SkipReport, Trial, load_audio
+from emospoof.core.checkpoint import write_atomically
 from emospoof.core.config import str_to_bool
 from emospoof.ser.ravdess import class_names
 from emospoof.ser.report import classification_report, print_report, write_report
@@ -132,6 +133,6 @@ def run_egemaps_linear(config: dict, splits: dict[str, list[Trial]], run_dir: Pa
     stats = {"feature_set": EGEMAPS_SET, "features": egemaps_feature_names(), "mean": mean.tolist(),
              "std": std.tolist(), "actors": report["actors"]["train"],
              "probe": {"labels": list(names), "weight": weight.tolist(), "bias": bias.tolist(), "C": probe.C}}
-    (model_dir / EGEMAPS_FILE).write_text(json.dumps(stats) + "\n")
+    write_atomically(model_dir / EGEMAPS_FILE, lambda tmp: tmp.write_text(json.dumps(stats) + "\n"))
     tqdm.write(f"eGeMAPS statistics and probe for the emotion branch: {model_dir / EGEMAPS_FILE}")
     return report

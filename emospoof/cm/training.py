@@ -3,8 +3,9 @@
 The recipe follows the AASIST reference: random crops, weighted cross-entropy (0.1 spoof, 0.9
 bona fide), Adam with a per-step cosine schedule, and stochastic weight averaging (Izmailov et
 al., UAI 2018) of every epoch that reaches a new best dev EER. Models are selected on dev only:
-``best.pth`` is the epoch with the lowest dev EER, the SWA average is scored on dev too, and the
-better of the two becomes ``final.pth``, which is then evaluated (``emospoof.cm.evaluation``).
+``weights/best.safetensors`` is the epoch with the lowest dev EER, the SWA average
+(``swa.safetensors``) is scored on dev too, and the better of the two becomes
+``final.safetensors``, which is then evaluated (``emospoof.cm.evaluation``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from emospoof.cm.config import load_config, run_name
 from emospoof.cm.data import (check_paths, dev_asv, dev_trials, eval_sets, has_eval_data, resolve_asv_path,
                               track_eval_name, training_trials)
 from emospoof.cm.evaluation import evaluate_checkpoints, evaluate_eval_set, metrics_for
-from emospoof.core.checkpoint import load_checkpoint, load_weights, save_weights
+from emospoof.core.checkpoint import (LEGACY_SUFFIX, WEIGHTS_SUFFIX, load_checkpoint, load_weights, read_state,
+                                      save_weights, weights_file)
 from emospoof.core.config import ConfigError, str_to_bool
 from emospoof.metrics.score_files import AsvScores, write_score_file
 from emospoof.scoring.windows import score_trials
@@ -44,6 +46,8 @@ CLASS_WEIGHTS = (0.1, 0.9)
 # what its evaluation calibrates on.
 BEST_DEV_SCORES = "dev_scores_best.txt"
 DEV_SCORES = "dev_scores.txt"
+# The run's weight files, safetensors (emospoof.core.checkpoint.save_weights), in its weights/ folder.
+BEST, SWA, FINAL = "best", "swa", "final"
 
 
 class CountermeasureTask:
@@ -81,7 +85,7 @@ class CountermeasureTask:
 
     def new_best(self, epoch: int, row: dict) -> None:
         if distributed.is_main():
-            save_weights(self.model.state_dict(), self.run_dir / "weights" / "best.pth")
+            save_weights(self.model.state_dict(), self.run_dir / "weights" / (BEST + WEIGHTS_SUFFIX))
             write_score_file(self.run_dir / BEST_DEV_SCORES, self.dev_trials, self.dev_scores)
         if self.swa_model is not None:
             self.swa_model.update_parameters(self.model)
@@ -134,9 +138,10 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int,
     """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it."""
     model, swa_model, run_dir, device = task.model, task.swa_model, task.run_dir, task.device
     weights_dir = run_dir / "weights"
-    distributed.barrier()  # best.pth is written by rank 0
-    model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
-    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth", "seed": seed,
+    distributed.barrier()  # the best epoch's weights are written by rank 0
+    best = weights_file(weights_dir, BEST)  # a run resumed across the change to safetensors may have best.pth
+    model.load_state_dict(read_state(best, device))
+    summary = {"best_epoch_dev_eer": best_eer, "final": best.name, "seed": seed,
                **settings_summary(settings, task.config["batch_size"])}
     if distributed.is_main() and (run_dir / BEST_DEV_SCORES).is_file():  # absent in runs started before dev scores were kept
         shutil.copyfile(run_dir / BEST_DEV_SCORES, run_dir / DEV_SCORES)
@@ -147,20 +152,21 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int,
         swa_scores = score_trials(swa_model.module, task.dev_trials, task.config, device, task.skips, "swa dev")
         swa_eer = metrics_for(task.dev_trials, swa_scores, task.dev_asv)["eer"]
         if distributed.is_main():
-            save_weights(swa_model.module.state_dict(), weights_dir / "swa.pth")
+            save_weights(swa_model.module.state_dict(), weights_dir / (SWA + WEIGHTS_SUFFIX))
         summary.update(swa_dev_eer=swa_eer, swa_n_averaged=swa_model.n_averaged.item())
         tqdm.write(f"SWA over {swa_model.n_averaged.item()} checkpoint(s): dev EER {swa_eer:.3f} %")
         if swa_eer <= best_eer:
             model.load_state_dict(swa_model.module.state_dict())
-            summary["final"] = "swa.pth"
+            summary["final"] = SWA + WEIGHTS_SUFFIX
             if distributed.is_main():
                 write_score_file(run_dir / DEV_SCORES, task.dev_trials, swa_scores)
     output_dir = distributed.output_dir(run_dir)
+    final = weights_dir / (FINAL + WEIGHTS_SUFFIX)
     if distributed.is_main():
-        save_weights(model.state_dict(), weights_dir / "final.pth")  # the model holds the chosen weights
+        save_weights(model.state_dict(), final)  # the model holds the chosen weights
         if task.skips:
             task.skips.write(run_dir / "skipped_files.tsv")
-    tqdm.write(f"final model (chosen on dev): {summary['final']} -> {weights_dir / 'final.pth'}")
+    tqdm.write(f"final model (chosen on dev): {summary['final']} -> {final}")
     distributed.barrier()  # dev_scores.txt is written by rank 0
     if has_eval_data(task.config):
         dev_scores = run_dir / DEV_SCORES
@@ -196,7 +202,8 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
 
 def eval_dev_scores(weights: list[Path], named: list[str] | None) -> list[Path | None]:
     """The dev score file of each checkpoint, to calibrate on: ``--dev_scores`` (one per
-    checkpoint, in order), else the run's ``dev_scores.txt`` for a run's ``weights/final.pth``."""
+    checkpoint, in order), else the run's ``dev_scores.txt`` for a run's final weights
+    (``weights/final.safetensors``, or ``weights/final.pth`` of an older run)."""
     if named:
         if len(named) != len(weights):
             raise ConfigError(f"--dev_scores: give one dev score file per checkpoint ({len(weights)}), "
@@ -205,7 +212,8 @@ def eval_dev_scores(weights: list[Path], named: list[str] | None) -> list[Path |
             if not Path(path).is_file():
                 raise ConfigError(f"--dev_scores: file not found: {path}")
         return [Path(path) for path in named]
-    found = [w.parent.parent / DEV_SCORES if w.name == "final.pth" and w.parent.name == "weights" else None
+    found = [w.parent.parent / DEV_SCORES if w.name in (FINAL + WEIGHTS_SUFFIX, FINAL + LEGACY_SUFFIX)
+             and w.parent.name == "weights" else None
              for w in weights]
     return [path if path and path.is_file() else None for path in found]
 

@@ -1,11 +1,15 @@
 """Reading and writing weights and training checkpoints safely.
 
-Everything is read with ``torch.load(weights_only=True)``, so a checkpoint can hold tensors and
-plain containers but never run code. Weights load strictly: a mismatch is one ConfigError naming
-the missing and unexpected keys. Every weight file and training checkpoint the project writes goes
-through :func:`write_atomically` (temporary file in the same folder, fsync, ``os.replace``), so a
-kill during a save never leaves a torn file; the previous training checkpoint is also kept beside
-the new one (``checkpoint.prev.pth``).
+Weight files the project writes (a run's ``weights/best``, ``swa`` and ``final``, the ACRNN
+emotion classifier) are safetensors files (:func:`save_weights`): tensors and their names, nothing
+that runs on load. Weight files of other code bases and of older runs (``.pth``) and the training
+checkpoints (``checkpoint.pth``: optimiser, scheduler and RNG state besides the model) are read
+with ``torch.load(weights_only=True)``, so they can hold tensors and plain containers but never run
+code. :func:`read_state` tells the two formats apart by their first bytes, whatever the file is
+called. Weights load strictly: a mismatch is one ConfigError naming the missing and unexpected keys.
+Every weight file and training checkpoint the project writes goes through :func:`write_atomically`
+(temporary file in the same folder, fsync, ``os.replace``), so a kill during a save never leaves a
+torn file; the previous training checkpoint is also kept beside the new one (``checkpoint.prev.pth``).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -24,6 +29,8 @@ from emospoof.core.config import ConfigError
 
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS = "checkpoint.prev.pth"
+WEIGHTS_SUFFIX = ".safetensors"  # every weight file the project writes
+LEGACY_SUFFIX = ".pth"  # weight files of the reference code, other code bases and older runs
 
 
 def load_state_strictly(model: nn.Module, state: dict, problem: str) -> None:
@@ -39,17 +46,39 @@ def load_state_strictly(model: nn.Module, state: dict, problem: str) -> None:
 
 
 def read_state(path: Path, device: torch.device | str = "cpu", what: str = "state dict") -> dict:
-    """A dict saved with ``torch.save``, read with ``weights_only``; a missing, corrupt or unsafe
-    file is one ConfigError naming it."""
+    """A dict of tensors from a safetensors file, or a dict saved with ``torch.save`` read with
+    ``weights_only``, told apart by content; a missing, corrupt or unsafe file is one ConfigError
+    naming it."""
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # torn file, not a torch file, or pickled objects weights_only refuses
-        raise ConfigError(f"{path}: not a loadable {what} ({str(err).strip().splitlines()[0]})") from None
+        if is_safetensors(path):
+            state = safetensors.torch.load_file(path, device=str(device))
+        else:  # through a handle: torch.load would take any file named *.safetensors for one
+            with open(path, "rb") as handle:
+                state = torch.load(handle, map_location=device, weights_only=True)
+    except Exception as err:  # torn file, not a weight file, or pickled objects weights_only refuses
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"{path}: not a loadable {what} ({reason})") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: expected a {what} (a dict), found {type(state).__name__}")
     return state
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether ``path`` is (or was meant to be) a safetensors file: one starts with the 8-byte length
+    of its JSON header, whose first character, '{', is byte 8. ``torch.save`` files never have it
+    there (a zip archive has its compression method, a legacy file its pickled magic number)."""
+    with open(path, "rb") as handle:
+        return handle.read(9)[8:] == b"{"
+
+
+def weights_file(folder: Path, name: str) -> Path:
+    """``folder/<name>.safetensors``, as the project writes it, or the ``.pth`` of an older run or
+    another code base when only that exists."""
+    path = folder / (name + WEIGHTS_SUFFIX)
+    legacy = folder / (name + LEGACY_SUFFIX)
+    return legacy if not path.is_file() and legacy.is_file() else path
 
 
 def load_weights(model: nn.Module, path: Path, device: torch.device, ignore_prefixes: tuple[str, ...] = ()) -> None:
@@ -91,6 +120,7 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None
     """``write(tmp)`` fills a temporary folder beside ``folder`` (a Hugging Face model folder:
     weights, config, feature extractor); each of its files then replaces its namesake in
     ``folder`` through :func:`write_atomically`, so every file there is always a whole one."""
+    folder = folder.resolve()  # "." has no name to put a temporary folder beside
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -115,8 +145,26 @@ def _fsync(path: Path) -> None:
 
 
 def save_weights(state: dict, path: Path) -> None:
-    """A state dict written atomically (:func:`write_atomically`)."""
-    write_atomically(path, lambda tmp: torch.save(state, tmp))
+    """A state dict as a safetensors file (names, shapes, dtypes and bytes: nothing in it runs
+    when it is loaded), written atomically (:func:`write_atomically`)."""
+    tensors = standalone_tensors(state)
+    write_atomically(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"}))
+
+
+def standalone_tensors(state: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict as safetensors stores them: on the CPU, contiguous (a
+    channels-last weight is repacked) and none sharing memory with another (a tied one is copied)."""
+    tensors, seen = {}, set()
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name}: a weight file holds tensors only, not {type(value).__name__}")
+        tensor = value.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if tensor.numel() and storage in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        tensors[name] = tensor
+    return tensors
 
 
 def save_checkpoint(state: dict, run_dir: Path) -> None:

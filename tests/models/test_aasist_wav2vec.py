@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import inference
 import main as main_module
@@ -123,14 +124,14 @@ def test_main_trains_and_resumes_with_two_parameter_groups_without_swa(tmp_path,
     full = next((tmp_path / "full").iterdir())
     checkpoint = torch.load(full / "checkpoint.pth", weights_only=True)
     assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]][1] < 1e-4  # decayed ssl_lr
-    assert checkpoint["task"]["swa_model"] is None and not (full / "weights/swa.pth").exists()  # no SWA copy
+    assert checkpoint["task"]["swa_model"] is None and not (full / "weights/swa.safetensors").exists()  # no SWA copy
 
     stop_after_first_checkpoint(monkeypatch, main_module.main,
                                 ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "3"])
     split = next((tmp_path / "split").iterdir())
     main_module.main(["--resume", str(split)])
-    a = torch.load(full / "weights/final.pth", weights_only=True)
-    b = torch.load(split / "weights/final.pth", weights_only=True)
+    a = load_file(full / "weights/final.safetensors")
+    b = load_file(split / "weights/final.safetensors")
     assert any(k.startswith("ssl_model.model.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
     assert (full / "eval_scores.txt").read_text() == (split / "eval_scores.txt").read_text()
 

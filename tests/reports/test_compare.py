@@ -32,7 +32,7 @@ def write_run(root, name: str, config: dict, seed: int, scores: np.ndarray, keys
     report = {"score_file": str(score_file), "la_eval": {"eer": eer, "min_tdcf": 0.1 * seed},
               "emotional_set": {"pooled": {"eer": 20.0 + seed},
                                 "per_emotion": {e: {"eer": eer_value} for e, eer_value in per_emotion.items()}},
-              "training": {"best_epoch_dev_eer": dev_eer, "final": "best.pth", "seed": seed}}
+              "training": {"best_epoch_dev_eer": dev_eer, "final": "best.safetensors", "seed": seed}}
     (run / "eval_report.json").write_text(json.dumps(report))
 
 
@@ -118,3 +118,13 @@ def test_train_runs_missing_seeds_and_reuses_finished_ones(tmp_path, tiny_la, ca
     capsys.readouterr()
     assert compare.main(args) == 0
     assert capsys.readouterr().err.count("reusing") == 2
+
+
+@pytest.mark.parametrize("final", ["swa.safetensors", "swa.pth", "best.safetensors", "best.pth"])
+def test_dev_eer_is_the_final_models_in_new_and_older_runs(tmp_path, final):
+    """Runs name their final weights swa.safetensors / best.safetensors, older ones swa.pth / best.pth."""
+    from emospoof.reports.seed_comparison import Run
+
+    training = {"best_epoch_dev_eer": 4.0, "swa_dev_eer": 3.0, "final": final}
+    dev = Run(tmp_path, {}, {"training": training}, 1).metrics()["dev EER"]
+    assert dev == (3.0 if final.startswith("swa") else 4.0)

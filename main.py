@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="weights to evaluate instead of model_path; several: each, their best, mean and fused")
     parser.add_argument("--dev_scores", nargs="+", metavar="SCORES",
                         help="--eval: dev score file of each checkpoint, to calibrate scores to LLRs "
-                        "(default: the run's dev_scores.txt for a run's weights/final.pth)")
+                        "(default: the run's dev_scores.txt for a run's weights/final.safetensors)")
     parser.add_argument("--threshold", metavar="T",
                         help="--eval: the fixed threshold at which error rates are counted per group: dev_eer "
                              "(default when the model's dev scores are known), calibrated, or a number")

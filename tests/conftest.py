@@ -123,6 +123,20 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def safetensors_weights(path: Path) -> dict:
+    """The tensors of ``path``, which must be a safetensors file: ``safetensors.torch.load_file``
+    reads it and ``torch.load(weights_only=True)`` cannot read it as a pickle (given the bytes: by
+    name, torch.load hands any ``*.safetensors`` file to safetensors itself)."""
+    import io
+
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    with pytest.raises(Exception):
+        torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
+    return tensors
+
+
 # ---------------------------------------------------------------------------------------------
 # A tiny LA-layout dataset and countermeasure config
 
@@ -383,7 +397,7 @@ def train_then_evaluate_again(config_path: Path, tmp_path: Path) -> tuple[Path, 
     report = json.loads((run_dir / "eval_report.json").read_text())
     assert set(report["la_eval"]["per_attack"]) == DEVKIT_EVAL_ATTACKS
     assert set(report["emotional_set"]["per_emotion"]) == {"angry", "happy", "neutral", "sad", "surprised"}
-    main_module.main(["--config", str(config_path), "--eval", "--eval_model_weights", str(run_dir / "weights/final.pth"),
+    main_module.main(["--config", str(config_path), "--eval", "--eval_model_weights", str(run_dir / "weights/final.safetensors"),
                       "--output_dir", str(tmp_path / "eval"), "--comment", "again"])
     again = json.loads(next((tmp_path / "eval").iterdir()).joinpath("eval_report.json").read_text())
     assert again["la_eval"]["eer"] == pytest.approx(report["la_eval"]["eer"])

@@ -17,6 +17,7 @@ from emospoof.corpora import check_spec, dataset_name
 from emospoof.training.engine import TRAINING_KEYS, validate_training_keys
 from emospoof.training.optim import OPTIM_KEYS
 from models import validate_model_section
+from models.emotion.branch import validate_ser_config
 
 TOP_LEVEL_KEYS = {
     "database_path", "asv_score_path", "dev_asv_score_path", "model_path", "batch_size",
@@ -24,7 +25,7 @@ TOP_LEVEL_KEYS = {
     "cudnn_benchmark_toggle", "freq_aug", "model_config", "optim_config", "num_workers",
     "eval_mode", "eval_hop", "swa", "init_weights", "emo_dataset", "emo_bonafide_system",
     "augmentation", "eval_condition", "train_dataset", "dev_dataset", "eval_datasets", "emotion_labels",
-    "preprocess", "class_weights", "group_robust", "freeze_aasist_epochs",
+    "preprocess", "class_weights", "group_robust", "freeze_aasist_epochs", "emotion_calibration",
 } | TRAINING_KEYS
 REQUIRED_KEYS = ("batch_size", "num_epochs", "model_config", "optim_config")
 BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
@@ -36,6 +37,24 @@ LOSSES = ("CCE",)  # weighted cross-entropy (0.1 spoof, 0.9 bona fide), the refe
 TRACKS = {"LA": "asvspoof2019_la", "DF": "asvspoof2019_la", "ASVspoof5": "asvspoof5"}
 # Report names the framework gives its own sets; eval_datasets may not reuse them.
 RESERVED_NAMES = ("la_eval", "asvspoof5_eval", "emotional_set", "dev")
+
+
+CALIBRATION_KEYS = {"ser_config", "features"}
+COVARIATES = ("arousal_valence", "posterior")  # of emotion_calibration (emospoof.cm.emotion_calibrated)
+
+
+def check_emotion_calibration(config: dict) -> None:
+    """The ``emotion_calibration`` section: the SER whose emotion is the covariate, and which output."""
+    section = config.get("emotion_calibration")
+    if section is None:
+        return
+    if not isinstance(section, dict) or "ser_config" not in section:
+        raise ConfigError("config key 'emotion_calibration': expected an object with a 'ser_config'")
+    check_keys(section, CALIBRATION_KEYS, "emotion_calibration.")
+    validate_ser_config(section["ser_config"])
+    if section.get("features", "arousal_valence") not in COVARIATES:
+        raise ConfigError(f"config key 'emotion_calibration.features': expected one of {', '.join(COVARIATES)}, "
+                          f"got {section['features']!r}")
 
 
 def _no_own_preprocess(spec: dict, where: str) -> None:
@@ -122,6 +141,7 @@ def validate_config(config: dict) -> None:
         raise ConfigError("config key 'freeze_aasist_epochs': model_config.freeze_aasist already freezes AASIST "
                           "for the whole run")
     check_group_config(config)
+    check_emotion_calibration(config)
     for key in BOOLEAN_KEYS:
         if key in config:
             str_to_bool(config[key], key)

@@ -25,6 +25,8 @@ from data_utils import SkipReport, Trial
 from emospoof.augment.pipeline import build_eval_conditions
 from emospoof.augment.preprocess import build_preprocess
 from emospoof.cm.data import EvalSet, eval_sets, track_eval_name
+from emospoof.cm.emotion_calibrated import FOLDER as CALIBRATED_FOLDER
+from emospoof.cm.emotion_calibrated import calibrated_system, write_calibrated_folder
 from emospoof.cm.emotion_inputs import emotion_inputs
 from emospoof.cm.thresholds import fixed_threshold
 from emospoof.core.checkpoint import load_weights
@@ -314,7 +316,24 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
     track_set = [s for s in sets if s.name == track_eval_name(config)]
     if conditions and "eval_condition" in config and track_set:
         report["conditions"] = evaluate_conditions(model, config, device, run_dir, track_set[0], skips)
+    if "emotion_calibration" in config and conditions:
+        report["emotion_calibrated"] = _emotion_calibrated(run, sets, config, device, skips, run_dir, threshold, extra)
     return _write_report(report, run_dir, skips, extra)
+
+
+def _emotion_calibrated(run: Run, sets: list[EvalSet], config: dict, device: torch.device, skips: SkipReport,
+                        run_dir: Path, threshold: str | None, extra: dict | None) -> dict:
+    """The run's emotion-calibrated system, reported in its own folder; its headline here."""
+    if run.dev is None:
+        tqdm.write("warning: emotion_calibration needs the model's dev scores; not done")
+        return {"error": "no dev scores"}
+    calibrated, calibration = calibrated_system(run, sets, config, device, skips, threshold)
+    folder = run_dir / CALIBRATED_FOLDER
+    write_calibrated_folder(folder, config, calibration, calibrated.threshold and calibrated.threshold[0])
+    report = system_report(calibrated, sets, folder, calibrated.label)
+    _write_report(report, folder, SkipReport(tqdm.write), extra)
+    return {"folder": str(folder), "calibration": calibration.as_dict(),
+            "summary": report["summary"]}
 
 
 def evaluate_checkpoints(model: nn.Module, weights: list[Path], config: dict, device: torch.device, run_dir: Path,

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from emospoof.cm.config import load_config, run_name
+from emospoof.cm.training import FINAL
+from emospoof.core.checkpoint import weights_file
 from emospoof.core.config import ConfigError
 from emospoof.reports.html import write_comparison_html
 from emospoof.reports.seed_comparison import compare, find_runs, group_runs, write_outputs
@@ -23,7 +25,7 @@ def train_missing(configs: list[Path], seeds: int, output_dir: Path, extra_args:
         for seed in range(1, seeds + 1):
             run_dir = output_dir / run_name(str(config_path), config, f"seed{seed}")
             folders.append(run_dir)
-            if (run_dir / "eval_report.json").is_file() and (run_dir / "weights/final.pth").is_file():
+            if (run_dir / "eval_report.json").is_file() and weights_file(run_dir / "weights", FINAL).is_file():
                 print(f"reusing {run_dir}", file=sys.stderr)
                 continue
             if (run_dir / "checkpoint.pth").is_file() or (run_dir / "checkpoint.prev.pth").is_file():

@@ -3,8 +3,9 @@
 The recipe follows the AASIST reference: random crops, weighted cross-entropy (0.1 spoof, 0.9
 bona fide), Adam with a per-step cosine schedule, and stochastic weight averaging (Izmailov et
 al., UAI 2018) of every epoch that reaches a new best dev EER. Models are selected on dev only:
-``best.pth`` is the epoch with the lowest dev EER, the SWA average is scored on dev too, and the
-better of the two becomes ``final.pth``, which is then evaluated (``emospoof.cm.evaluation``).
+``weights/best.safetensors`` is the epoch with the lowest dev EER, the SWA average
+(``swa.safetensors``) is scored on dev too, and the better of the two becomes
+``final.safetensors``, which is then evaluated (``emospoof.cm.evaluation``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from data_utils import NB_SAMP, Batch, SkipReport, Trial, TrialDataset, default_num_workers, make_loader
@@ -30,7 +31,8 @@ from emospoof.cm.emotion_inputs import emotion_inputs, fit_emotion_statistics, p
 from emospoof.cm.evaluation import evaluate_checkpoints, evaluate_eval_set, metrics_for
 from emospoof.cm.group_robust import GroupDRO, class_weights, group_names
 from emospoof.cm.thresholds import DEV_SCORES
-from emospoof.core.checkpoint import load_checkpoint, load_weights
+from emospoof.core.checkpoint import (LEGACY_SUFFIX, WEIGHTS_SUFFIX, load_checkpoint, load_weights, read_state,
+                                      save_weights, weights_file)
 from emospoof.core.config import ConfigError, str_to_bool
 from emospoof.core.emotions import UNLABELLED
 from emospoof.metrics.score_files import AsvScores, write_score_file
@@ -47,6 +49,8 @@ from utils import count_parameters, seed_everything, select_device, trainable_pa
 # Dev scores of the best epoch and of the final model, in the run folder: the final model's are
 # what its evaluation calibrates on.
 BEST_DEV_SCORES = "dev_scores_best.txt"
+# The run's weight files, safetensors (emospoof.core.checkpoint.save_weights), in its weights/ folder.
+BEST, SWA, FINAL = "best", "swa", "final"
 
 
 class CountermeasureTask:
@@ -102,7 +106,7 @@ class CountermeasureTask:
 
     def new_best(self, epoch: int, row: dict) -> None:
         if distributed.is_main():
-            torch.save(self.model.state_dict(), self.run_dir / "weights" / "best.pth")
+            save_weights(self.model.state_dict(), self.run_dir / "weights" / (BEST + WEIGHTS_SUFFIX))
             write_score_file(self.run_dir / BEST_DEV_SCORES, self.dev_trials, self.dev_scores)
         if self.swa_model is not None:
             self.swa_model.update_parameters(self.model)
@@ -123,27 +127,47 @@ class CountermeasureTask:
 
 
 def update_bn_of_trainable(train_loader, swa_model: AveragedModel, device: torch.device) -> None:
-    """Re-estimate the SWA model's BatchNorm statistics, except in frozen parts (no trainable
-    parameter: a frozen SER branch or AASIST), whose statistics must stay bit-identical;
-    ``update_bn`` alone would reset them. Under torchrun each rank runs its share of the training
-    data (every rank takes every step); synchronised BatchNorm layers see the global batches, as
-    one process would, and otherwise the ranks' estimates are averaged."""
-    frozen = [m for m in swa_model.modules() if isinstance(m, _BatchNorm)
-              and not any(p.requires_grad for p in m.parameters())]
-    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in frozen]
-    update_bn((b.x.to(device) for b in train_loader if distributed.all_ranks(bool(b.utt_ids))), swa_model, device)
-    distributed.average_batchnorm_statistics(swa_model)
-    for module, state in zip(frozen, saved):
-        module.load_state_dict(state)
+    """Re-estimate the SWA model's BatchNorm statistics on the training data, as
+    ``torch.optim.swa_utils.update_bn`` does (statistics reset, then a cumulative average over one
+    pass in train mode, momentum restored), for the BatchNorm layers that training updates only.
+
+    Frozen parts (a frozen SER branch, SSL encoder or AASIST) stay in eval mode in train mode
+    (``models.layers.frozen.KeepsFrozen``) and run on their running statistics, so those are never
+    reset: ``update_bn`` resets every BatchNorm, and a frozen ACRNN would then run on mean 0 and
+    variance 1 during the pass and feed corrupted inputs to every trainable BatchNorm after it.
+    Under torchrun each rank runs its share of the training data (every rank takes every step);
+    synchronised BatchNorm layers see the global batches, as one process would, and otherwise the
+    ranks' estimates are averaged. A model conditioned on utterance inputs (the emotion input) gets
+    them with each batch, as in training."""
+    model = swa_model.module
+    was_training = model.training
+    model.train()
+    updated = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+    momenta = [m.momentum for m in updated]
+    for module in updated:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over the pass
+    try:
+        with torch.no_grad():
+            for batch in train_loader:
+                if distributed.all_ranks(bool(batch.utt_ids)):
+                    extra = {} if batch.utterance_input is None else {"emotion": batch.utterance_input.to(device)}
+                    model(batch.x.to(device), **extra)
+    finally:
+        for module, momentum in zip(updated, momenta):
+            module.momentum = momentum
+        model.train(was_training)
+    distributed.average_batchnorm_statistics(updated)
 
 
 def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int, settings: TrainSettings) -> None:
     """Pick the final model on dev (best epoch vs. SWA average), save it, evaluate it."""
     model, swa_model, run_dir, device = task.model, task.swa_model, task.run_dir, task.device
     weights_dir = run_dir / "weights"
-    distributed.barrier()  # best.pth is written by rank 0
-    model.load_state_dict(torch.load(weights_dir / "best.pth", map_location=device, weights_only=True))
-    summary = {"best_epoch_dev_eer": best_eer, "final": "best.pth", "seed": seed,
+    distributed.barrier()  # the best epoch's weights are written by rank 0
+    best = weights_file(weights_dir, BEST)  # a run resumed across the change to safetensors may have best.pth
+    model.load_state_dict(read_state(best, device))
+    summary = {"best_epoch_dev_eer": best_eer, "final": best.name, "seed": seed,
                **settings_summary(settings, task.config["batch_size"])}
     if distributed.is_main() and (run_dir / BEST_DEV_SCORES).is_file():  # absent in runs started before dev scores were kept
         shutil.copyfile(run_dir / BEST_DEV_SCORES, run_dir / DEV_SCORES)
@@ -155,20 +179,21 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int,
                                   preprocess=task.preprocess, utterance_inputs=task.dev_inputs)
         swa_eer = metrics_for(task.dev_trials, swa_scores, task.dev_asv)["eer"]
         if distributed.is_main():
-            torch.save(swa_model.module.state_dict(), weights_dir / "swa.pth")
+            save_weights(swa_model.module.state_dict(), weights_dir / (SWA + WEIGHTS_SUFFIX))
         summary.update(swa_dev_eer=swa_eer, swa_n_averaged=swa_model.n_averaged.item())
         tqdm.write(f"SWA over {swa_model.n_averaged.item()} checkpoint(s): dev EER {swa_eer:.3f} %")
         if swa_eer <= best_eer:
             model.load_state_dict(swa_model.module.state_dict())
-            summary["final"] = "swa.pth"
+            summary["final"] = SWA + WEIGHTS_SUFFIX
             if distributed.is_main():
                 write_score_file(run_dir / DEV_SCORES, task.dev_trials, swa_scores)
     output_dir = distributed.output_dir(run_dir)
+    final = weights_dir / (FINAL + WEIGHTS_SUFFIX)
     if distributed.is_main():
-        shutil.copyfile(weights_dir / summary["final"], weights_dir / "final.pth")
+        save_weights(model.state_dict(), final)  # the model holds the chosen weights
         if task.skips:
             task.skips.write(run_dir / "skipped_files.tsv")
-    tqdm.write(f"final model (chosen on dev): {summary['final']} -> {weights_dir / 'final.pth'}")
+    tqdm.write(f"final model (chosen on dev): {summary['final']} -> {final}")
     distributed.barrier()  # dev_scores.txt is written by rank 0
     if has_eval_data(task.config):
         dev_scores = run_dir / DEV_SCORES
@@ -233,7 +258,8 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
 
 def eval_dev_scores(weights: list[Path], named: list[str] | None) -> list[Path | None]:
     """The dev score file of each checkpoint, to calibrate on: ``--dev_scores`` (one per
-    checkpoint, in order), else the run's ``dev_scores.txt`` for a run's ``weights/final.pth``."""
+    checkpoint, in order), else the run's ``dev_scores.txt`` for a run's final weights
+    (``weights/final.safetensors``, or ``weights/final.pth`` of an older run)."""
     if named:
         if len(named) != len(weights):
             raise ConfigError(f"--dev_scores: give one dev score file per checkpoint ({len(weights)}), "
@@ -242,7 +268,8 @@ def eval_dev_scores(weights: list[Path], named: list[str] | None) -> list[Path |
             if not Path(path).is_file():
                 raise ConfigError(f"--dev_scores: file not found: {path}")
         return [Path(path) for path in named]
-    found = [w.parent.parent / DEV_SCORES if w.name == "final.pth" and w.parent.name == "weights" else None
+    found = [w.parent.parent / DEV_SCORES if w.name in (FINAL + WEIGHTS_SUFFIX, FINAL + LEGACY_SUFFIX)
+             and w.parent.name == "weights" else None
              for w in weights]
     return [path if path and path.is_file() else None for path in found]
 

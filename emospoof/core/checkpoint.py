@@ -1,20 +1,27 @@
 """Reading and writing weights and training checkpoints safely.
 
-Everything is read with ``torch.load(weights_only=True)``, so a checkpoint can hold tensors and
-plain containers but never run code. Weights load strictly: a mismatch is one ConfigError naming
-the missing and unexpected keys. Training checkpoints are written atomically, and the previous
-one is kept beside the new one (``checkpoint.prev.pth``), so a file torn by a crash or a full disk
-never costs more than one epoch.
+Weight files the project writes (a run's ``weights/best``, ``swa`` and ``final``, the ACRNN
+emotion classifier) are safetensors files (:func:`save_weights`): tensors and their names, nothing
+that runs on load. Weight files of other code bases and of older runs (``.pth``) and the training
+checkpoints (``checkpoint.pth``: optimiser, scheduler and RNG state besides the model) are read
+with ``torch.load(weights_only=True)``, so they can hold tensors and plain containers but never run
+code. :func:`read_state` tells the two formats apart by their first bytes, whatever the file is
+called. Weights load strictly: a mismatch is one ConfigError naming the missing and unexpected keys.
+Every weight file and training checkpoint the project writes goes through :func:`write_atomically`
+(temporary file in the same folder, fsync, ``os.replace``), so a kill during a save never leaves a
+torn file; the previous training checkpoint is also kept beside the new one (``checkpoint.prev.pth``).
 """
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -22,6 +29,8 @@ from emospoof.core.config import ConfigError
 
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS = "checkpoint.prev.pth"
+WEIGHTS_SUFFIX = ".safetensors"  # every weight file the project writes
+LEGACY_SUFFIX = ".pth"  # weight files of the reference code, other code bases and older runs
 
 
 def load_state_strictly(model: nn.Module, state: dict, problem: str) -> None:
@@ -37,17 +46,39 @@ def load_state_strictly(model: nn.Module, state: dict, problem: str) -> None:
 
 
 def read_state(path: Path, device: torch.device | str = "cpu", what: str = "state dict") -> dict:
-    """A dict saved with ``torch.save``, read with ``weights_only``; a missing, corrupt or unsafe
-    file is one ConfigError naming it."""
+    """A dict of tensors from a safetensors file, or a dict saved with ``torch.save`` read with
+    ``weights_only``, told apart by content; a missing, corrupt or unsafe file is one ConfigError
+    naming it."""
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # torn file, not a torch file, or pickled objects weights_only refuses
-        raise ConfigError(f"{path}: not a loadable {what} ({str(err).strip().splitlines()[0]})") from None
+        if is_safetensors(path):
+            state = safetensors.torch.load_file(path, device=str(device))
+        else:  # through a handle: torch.load would take any file named *.safetensors for one
+            with open(path, "rb") as handle:
+                state = torch.load(handle, map_location=device, weights_only=True)
+    except Exception as err:  # torn file, not a weight file, or pickled objects weights_only refuses
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"{path}: not a loadable {what} ({reason})") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: expected a {what} (a dict), found {type(state).__name__}")
     return state
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether ``path`` is (or was meant to be) a safetensors file: one starts with the 8-byte length
+    of its JSON header, whose first character, '{', is byte 8. ``torch.save`` files never have it
+    there (a zip archive has its compression method, a legacy file its pickled magic number)."""
+    with open(path, "rb") as handle:
+        return handle.read(9)[8:] == b"{"
+
+
+def weights_file(folder: Path, name: str) -> Path:
+    """``folder/<name>.safetensors``, as the project writes it, or the ``.pth`` of an older run or
+    another code base when only that exists."""
+    path = folder / (name + WEIGHTS_SUFFIX)
+    legacy = folder / (name + LEGACY_SUFFIX)
+    return legacy if not path.is_file() and legacy.is_file() else path
 
 
 def load_weights(model: nn.Module, path: Path, device: torch.device, ignore_prefixes: tuple[str, ...] = ()) -> None:
@@ -66,20 +97,79 @@ def load_weights(model: nn.Module, path: Path, device: torch.device, ignore_pref
                         f"{path}: weights do not fit the model")
 
 
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` through a temporary file, so an interrupted save never leaves a torn file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def write_atomically(path: Path, write: Callable[[Path], None], keep_previous: Path | None = None) -> None:
+    """The one way the project writes a weight or checkpoint file: ``write(tmp)`` writes the whole
+    file under a temporary name in ``path``'s folder, which is flushed to disk (fsync) and renamed
+    over ``path`` (``os.replace``, atomic on one file system). Interrupted at any point (an
+    exception, a kill, a full disk), ``path`` holds the previous file or the new one, never a torn
+    one. With ``keep_previous``, the file ``path`` held is moved there first."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)  # the rename itself
+
+
+def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` fills a temporary folder beside ``folder`` (a Hugging Face model folder:
+    weights, config, feature extractor); each of its files then replaces its namesake in
+    ``folder`` through :func:`write_atomically`, so every file there is always a whole one."""
+    folder = folder.resolve()  # "." has no name to put a temporary folder beside
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for written in sorted(tmp.iterdir()):
+            write_atomically(folder / written.name, lambda target: os.replace(written, target))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder cannot be opened on some systems; the rename is then as safe as they make it
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def save_weights(state: dict, path: Path) -> None:
+    """A state dict as a safetensors file (names, shapes, dtypes and bytes: nothing in it runs
+    when it is loaded), written atomically (:func:`write_atomically`)."""
+    tensors = standalone_tensors(state)
+    write_atomically(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"}))
+
+
+def standalone_tensors(state: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict as safetensors stores them: on the CPU, contiguous (a
+    channels-last weight is repacked) and none sharing memory with another (a tied one is copied)."""
+    tensors, seen = {}, set()
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name}: a weight file holds tensors only, not {type(value).__name__}")
+        tensor = value.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if tensor.numel() and storage in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        tensors[name] = tensor
+    return tensors
 
 
 def save_checkpoint(state: dict, run_dir: Path) -> None:
-    """Write ``run_dir/checkpoint.pth``; the one it replaces becomes ``checkpoint.prev.pth``."""
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    torch.save(state, tmp)
-    if (run_dir / CHECKPOINT).exists():
-        os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
-    os.replace(tmp, run_dir / CHECKPOINT)
+    """Write ``run_dir/checkpoint.pth`` atomically; the one it replaces becomes ``checkpoint.prev.pth``."""
+    write_atomically(run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp), keep_previous=run_dir / PREVIOUS)
 
 
 def load_checkpoint(run_dir: Path, warn: Callable[[str], None] | None = None) -> dict:

@@ -80,8 +80,8 @@ class Run:
         """The figures compared across seeds (absent ones left out)."""
         found: dict[str, float] = {}
         training = self.report.get("training", {})
-        swa = str(training.get("final", "")).startswith("swa")
-        dev = training.get("swa_dev_eer") if swa else training.get("best_epoch_dev_eer")
+        chose_swa = Path(training.get("final", "")).stem == "swa"  # swa.safetensors, or swa.pth in older runs
+        dev = training.get("swa_dev_eer") if chose_swa else training.get("best_epoch_dev_eer")
         if dev is not None:
             found["dev EER"] = dev
         for name, report in self.sets.items():

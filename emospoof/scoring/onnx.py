@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emospoof.core.checkpoint import write_atomically
 from emospoof.core.config import ConfigError
 from emospoof.scoring.windows import Forward
 
@@ -41,9 +42,9 @@ def export_onnx(model: nn.Module, path: Path, nb_samp: int) -> float | None:
             # Node counts of the graph pools become constants: right, as the window length is fixed.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(wrapper, (example,), str(path), input_names=["waveform"],
-                              output_names=["logits"], opset_version=17, dynamo=False,
-                              dynamic_axes={"waveform": {0: "batch"}, "logits": {0: "batch"}})
+            write_atomically(path, lambda tmp: torch.onnx.export(
+                wrapper, (example,), str(tmp), input_names=["waveform"], output_names=["logits"], opset_version=17,
+                dynamo=False, dynamic_axes={"waveform": {0: "batch"}, "logits": {0: "batch"}}))
     except Exception as err:  # the exporter raises many types; any of them means "cannot export"
         raise ConfigError(f"this model cannot be exported to ONNX ({str(err).splitlines()[0]})") from None
     try:

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import SimpleQueue
 from typing import Callable, Mapping
 
 import numpy as np
@@ -32,6 +33,7 @@ from emospoof.core.labels import cm_scores
 from emospoof.training import distributed
 from emospoof.training.acceleration import autocast, compiled, resolve_precision
 from models.layers.fused import optimise_for_cpu
+from models.layers.replicas import shared_copy
 
 # forward(windows, utterance_inputs=None) -> outputs: the inputs (one row per window) are what a
 # model needs beside the audio, e.g. the emotion input of the window's utterance.
@@ -70,12 +72,23 @@ def threaded_cpu_forward(model: nn.Module, threads: int) -> Forward:
     The fused blocks issue many small operations; with OpenMP threads each one ends in a barrier,
     and on a busy machine (other processes on the cores) those barriers made a 2-thread run up to
     10x slower than a 1-thread one here. Threads that own whole windows never wait for each other.
+
+    Each running thread holds a replica of ``model`` of its own (``models.layers.replicas``: the
+    module objects copied, the weights shared), so a module that keeps something of a call on
+    itself (the HF SER's pooled classifier input) never hands it to another thread's call.
     """
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    free: SimpleQueue[nn.Module] = SimpleQueue()  # the replicas no thread is using
+    for replica in [model] + [shared_copy(model) for _ in range(threads - 1)]:
+        free.put(replica)
 
     def one(x: torch.Tensor, extra: torch.Tensor | None) -> np.ndarray:
-        with torch.inference_mode():
-            return cm_logits(model, x, extra).numpy()
+        replica = free.get()
+        try:
+            with torch.inference_mode():
+                return cm_logits(replica, x, extra).numpy()
+        finally:
+            free.put(replica)
 
     def forward(x: torch.Tensor, extra: torch.Tensor | None = None) -> np.ndarray:
         torch.set_num_threads(1)  # process-wide; set on every call in case someone changed it

@@ -4,8 +4,9 @@
 * :class:`HFClassifier`: a wav2vec 2.0 / HuBERT / WavLM audio classifier (Hugging Face directory),
   which the emotion branch loads with ``"backend": "hf", "layer": "penultimate"``;
 * :class:`ACRNNClassifier`: the ACRNN of Chen et al. (IEEE SPL 2018) with the emotion classifier
-  of AMSDF's code, on log-Mel features with deltas, saved as ``acrnn.pth`` (AMSDF's parameter
-  names) with ``labels.json`` beside it, which the branch loads with ``"backend": "acrnn"``.
+  of AMSDF's code, on log-Mel features with deltas, saved as ``acrnn.safetensors`` (AMSDF's
+  parameter names; ``acrnn.pth`` in folders written before weights became safetensors) with
+  ``labels.json`` beside it, which the branch loads with ``"backend": "acrnn"``.
 """
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from emospoof.core.checkpoint import load_state_strictly, read_state
+from emospoof.core.checkpoint import (WEIGHTS_SUFFIX, load_state_strictly, read_state, save_weights, weights_file,
+                                      write_atomically, write_folder_atomically)
 from emospoof.core.config import ConfigError
 from models.emotion.acrnn import ACRNN, LABELS_FILE, acrnn_features, read_labels
 from models.encoders.hf_audio import (load_hf_audio_model, prepare_waveform, save_with_extractor, tiny_audio_config,
                                       waveform_settings)
 
-ACRNN_FILE = "acrnn.pth"
+ACRNN_NAME = "acrnn"  # acrnn.safetensors (acrnn.pth from older runs still loads)
 
 
 def _label_maps(names: tuple[str, ...]) -> dict:
@@ -75,8 +77,11 @@ class HFClassifier:
     def save(self, directory: Path) -> None:
         """The directory the emotion branch loads: config (with id2label), safetensors weights and
         the feature extractor's settings."""
-        self.model.save_pretrained(directory, safe_serialization=True)
-        self.extractor.save_pretrained(directory)
+        def write(folder: Path) -> None:
+            self.model.save_pretrained(folder, safe_serialization=True)
+            self.extractor.save_pretrained(folder)
+
+        write_folder_atomically(directory, write)
 
 
 class ACRNNClassifier:
@@ -92,18 +97,19 @@ class ACRNNClassifier:
 
     @classmethod
     def load(cls, path: str | Path) -> ACRNNClassifier:
-        """A directory written by :meth:`save` (``acrnn.pth`` + ``labels.json``); the sizes are
-        read from the weights' shapes."""
-        state = read_state(Path(path) / ACRNN_FILE, what="ACRNN checkpoint")
+        """A directory written by :meth:`save` (``acrnn.safetensors`` + ``labels.json``); the sizes
+        are read from the weights' shapes."""
+        file = weights_file(Path(path), ACRNN_NAME)
+        state = read_state(file, what="ACRNN checkpoint")
         try:
             dims = (state["conv1.weight"].shape[0], state["conv2.weight"].shape[0], state["linear1.weight"].shape[0],
                     state["rnn.weight_hh_l0"].shape[1])
             classes = state["fc2.weight"].shape[0]
         except KeyError as err:
-            raise ConfigError(f"{Path(path) / ACRNN_FILE}: not an ACRNN classifier (no {err.args[0]})") from None
+            raise ConfigError(f"{file}: not an ACRNN classifier (no {err.args[0]})") from None
         model = ACRNN(dims, classes)
-        load_state_strictly(model, state, f"{Path(path) / ACRNN_FILE}: weights do not fit an ACRNN")
-        return cls(model, read_labels(Path(path) / ACRNN_FILE, classes))
+        load_state_strictly(model, state, f"{file}: weights do not fit an ACRNN")
+        return cls(model, read_labels(file, classes))
 
     def logits(self, wave: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
@@ -117,10 +123,10 @@ class ACRNNClassifier:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), directory / ACRNN_FILE)
-        (directory / LABELS_FILE).write_text(json.dumps(list(self.labels)) + "\n")
+        write_atomically(directory / LABELS_FILE, lambda tmp: tmp.write_text(json.dumps(list(self.labels)) + "\n"))
+        save_weights(self.model.state_dict(), directory / (ACRNN_NAME + WEIGHTS_SUFFIX))
 
 
 def load_classifier(path: str | Path) -> HFClassifier | ACRNNClassifier:
     """A trained classifier directory of either kind."""
-    return ACRNNClassifier.load(path) if (Path(path) / ACRNN_FILE).is_file() else HFClassifier.load(path)
+    return ACRNNClassifier.load(path) if weights_file(Path(path), ACRNN_NAME).is_file() else HFClassifier.load(path)

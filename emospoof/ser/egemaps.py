@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_utils import AudioError, SkipReport, Trial, load_audio
+from emospoof.core.checkpoint import write_atomically
 from emospoof.core.config import str_to_bool
 from emospoof.core.emotions import AROUSAL_VALENCE
 from emospoof.ser.ravdess import RAVDESS_EMOTION, class_names
@@ -164,6 +165,6 @@ def run_egemaps_linear(config: dict, splits: dict[str, list[Trial]], run_dir: Pa
              "probe": {"labels": list(names), "weight": weight.tolist(), "bias": bias.tolist(), "C": probe.C}}
     if regression is not None:
         stats["arousal_valence"] = {key: regression[key] for key in ("weight", "bias", "alpha", "targets")}
-    (model_dir / EGEMAPS_FILE).write_text(json.dumps(stats) + "\n")
+    write_atomically(model_dir / EGEMAPS_FILE, lambda tmp: tmp.write_text(json.dumps(stats) + "\n"))
     tqdm.write(f"eGeMAPS statistics and probe for the emotion branch: {model_dir / EGEMAPS_FILE}")
     return report

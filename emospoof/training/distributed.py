@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -227,12 +227,12 @@ def average_gradients(parameters: list[nn.Parameter]) -> None:
             parameter.grad /= world_size()
 
 
-def average_batchnorm_statistics(model: nn.Module) -> None:
-    """Running means and variances of every BatchNorm averaged over the ranks (each estimated
-    them on its own share of the data, e.g. SWA's BatchNorm update)."""
+def average_batchnorm_statistics(modules: Iterable[nn.Module]) -> None:
+    """Running means and variances of the BatchNorm layers among ``modules`` averaged over the
+    ranks (each estimated them on its own share of the data, e.g. SWA's BatchNorm update)."""
     if world_size() == 1:
         return
-    for module in model.modules():
+    for module in modules:
         if isinstance(module, _BatchNorm) and module.track_running_stats:
             for buffer in (module.running_mean, module.running_var):
                 dist.all_reduce(buffer)

@@ -5,8 +5,8 @@ config/SER_egemaps_linear.conf``, whose linear probe gives the emotion posterior
 """
 from __future__ import annotations
 
-import functools
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,20 @@ EGEMAPS_SET = "eGeMAPSv02"
 EGEMAPS_SIZE = 88
 
 
-@functools.lru_cache(maxsize=1)
-def _smile():
-    import opensmile
+_per_thread = threading.local()
 
-    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                           feature_level=opensmile.FeatureLevel.Functionals)
+
+def _smile():
+    """This thread's openSMILE extractor: one per thread, since scoring threads
+    (``emospoof.scoring.windows.threaded_cpu_forward``) call it at the same time and an extractor
+    object is not documented as safe to share."""
+    smile = getattr(_per_thread, "smile", None)
+    if smile is None:
+        import opensmile
+
+        smile = _per_thread.smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                                    feature_level=opensmile.FeatureLevel.Functionals)
+    return smile
 
 
 def egemaps_feature_names() -> list[str]:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from data_utils import SAMPLE_RATE
+from emospoof.core.checkpoint import write_folder_atomically
 from emospoof.core.config import ConfigError
 from emospoof.core.emotions import TTS5_EMOTIONS
 
@@ -81,8 +82,12 @@ def save_with_extractor(model: nn.Module, path: str | Path) -> Path:
     extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
                                          do_normalize=True, return_attention_mask=False)
     path = Path(path)
-    model.save_pretrained(path)
-    extractor.save_pretrained(path)
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        extractor.save_pretrained(folder)
+
+    write_folder_atomically(path, write)
     return path
 
 

@@ -3,13 +3,12 @@ and :func:`optimise_for_cpu`, which swaps it into any model built from those blo
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.layers.blocks import ResidualBlock
+from models.layers.replicas import shared_copy
 
 # Per-chunk working set of a fused residual block, to stay in the CPU caches. Measured here (1 MB L2
 # per core): 0.5-4 MB ran within noise of each other, 256 KB was slower (more Python per window).
@@ -122,11 +121,33 @@ class FusedResidualBlock(nn.Module):
 
 
 def optimise_for_cpu(model: nn.Module, chunk_bytes: int = CHUNK_BYTES) -> nn.Module:
-    """A copy of ``model`` for CPU inference: every AASIST residual block replaced by its fused,
-    chunked twin and the rest in channels-last memory format (2-4x faster 2-D convolutions)."""
-    fast = copy.deepcopy(model).eval()
+    """A twin of ``model`` for CPU inference: every AASIST residual block replaced by its fused,
+    chunked twin and the rest in channels-last memory format (2-4x faster 2-D convolutions).
+
+    Only what changes is new: the twin is a structural copy (``models.layers.replicas``) that holds
+    the original's parameter and buffer tensors, so a frozen wav2vec 2.0 inside is not copied on
+    every dev scoring; the fused blocks get their folded weights, and a 4-D weight that is not
+    already channels-last gets a channels-last copy. ``model`` itself is left as it was (modules,
+    tensors, memory format, train or eval mode)."""
+    fast = shared_copy(model).eval()
     for parent in list(fast.modules()):
         for name, child in list(parent.named_children()):
             if FusedResidualBlock.supports(child):
                 setattr(parent, name, FusedResidualBlock(child, chunk_bytes))
-    return fast.to(memory_format=torch.channels_last)
+    for module in fast.modules():
+        # setattr on the copy's own module: the tensor it held stays the original's, unchanged.
+        for name, param in list(module.named_parameters(recurse=False)):
+            if _needs_channels_last(param):
+                setattr(module, name, nn.Parameter(_channels_last(param), requires_grad=param.requires_grad))
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if _needs_channels_last(buffer):
+                setattr(module, name, _channels_last(buffer))
+    return fast
+
+
+def _needs_channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.dim() == 4 and not tensor.is_contiguous(memory_format=torch.channels_last)
+
+
+def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().contiguous(memory_format=torch.channels_last)

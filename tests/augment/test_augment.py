@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 from scipy import stats
 
 import main as main_module
@@ -323,9 +324,9 @@ def test_training_with_augmentation_resumes_exactly_and_augments_training_data_o
                                 ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "3"])
     split = next((tmp_path / "split").iterdir())
     main_module.main(["--resume", str(split)])
-    for name in ("final.pth", "best.pth"):
-        a = torch.load(full / "weights" / name, weights_only=True)
-        b = torch.load(split / "weights" / name, weights_only=True)
+    for name in ("final.safetensors", "best.safetensors"):
+        a = load_file(full / "weights" / name)
+        b = load_file(split / "weights" / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert (full / "eval_scores.txt").read_text() == (split / "eval_scores.txt").read_text()
 

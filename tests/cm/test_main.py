@@ -5,9 +5,10 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import main as main_module
-from tests.conftest import REPO, TINY_MODEL, make_config, run_script, stop_after_first_checkpoint
+from tests.conftest import REPO, TINY_MODEL, make_config, run_script, safetensors_weights, stop_after_first_checkpoint
 
 
 def run_cli(*args, cwd=REPO):
@@ -79,9 +80,12 @@ def test_train_then_resume_matches_uninterrupted_run(tmp_path, tiny_la, monkeypa
     assert torch.load(split / "checkpoint.pth", weights_only=True)["epoch"] == 1
     main_module.main(["--resume", str(split)])
 
-    for name in ("final.pth", "best.pth"):
-        a = torch.load(full / "weights" / name, weights_only=True)
-        b = torch.load(split / "weights" / name, weights_only=True)
+    # The run's weight files are safetensors, which no pickle reader can run code from.
+    assert sorted(path.name for path in (full / "weights").iterdir()) == [
+        "best.safetensors", "final.safetensors", "swa.safetensors"]
+    for name in ("final.safetensors", "best.safetensors", "swa.safetensors"):
+        a = safetensors_weights(full / "weights" / name)
+        b = safetensors_weights(split / "weights" / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert (full / "metrics.csv").read_text().count("\n") == (split / "metrics.csv").read_text().count("\n")
     assert (full / "eval_scores.txt").read_text() == (split / "eval_scores.txt").read_text()
@@ -141,8 +145,8 @@ def test_resume_from_a_truncated_checkpoint_continues_from_the_previous_one(tmp_
     warning = [line for line in (result.stdout + result.stderr).splitlines() if "corrupt" in line]
     assert len(warning) == 1 and str(checkpoint) in warning[0] and "checkpoint.prev.pth" in warning[0]
     # Epoch 2 was run again from epoch 1's checkpoint: the run ends as the uninterrupted one did.
-    a = torch.load(full / "weights/final.pth", weights_only=True)
-    b = torch.load(torn / "weights/final.pth", weights_only=True)
+    a = load_file(full / "weights/final.safetensors")
+    b = load_file(torn / "weights/final.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -180,9 +180,9 @@ def test_training_on_named_sets_ends_calibrated(tmp_path):
     held_out = report["datasets"]["held_out"]
     assert held_out["n_bonafide"] == held_out["n_spoof"] == 4 and "la_eval" not in report
     assert held_out["calibration"]["dev_scores"] == str(run_dir / "dev_scores.txt")
-    assert report["training"]["final"] == "best.pth"
+    assert report["training"]["final"] == "best.safetensors"
     # --eval of the run's final weights finds the run's dev scores and calibrates on them.
-    main_module.main(["--config", str(config), "--eval", "--eval_model_weights", str(run_dir / "weights/final.pth"),
+    main_module.main(["--config", str(config), "--eval", "--eval_model_weights", str(run_dir / "weights/final.safetensors"),
                       "--output_dir", str(tmp_path / "eval_out")])
     report = json.loads((next((tmp_path / "eval_out").iterdir()) / "eval_report.json").read_text())
     assert report["datasets"]["held_out"]["calibration"]["dev_scores"] == str(run_dir / "dev_scores.txt")

@@ -145,7 +145,7 @@ def test_amsdf_alias_needs_copies_saved_by_hand_then_records_and_verifies_them(t
 
 def test_registry_entry_is_found_from_a_config_model_path():
     assert entry_for_path("./models/weights/AASIST-L.pth").name == "AASIST-L"
-    assert entry_for_path("exp_result/run/weights/best.pth") is None
+    assert entry_for_path("exp_result/run/weights/best.safetensors") is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -118,3 +118,28 @@ def test_logistic_fusion_learns_weights_on_dev(tmp_path):
                       "--output", tmp_path / "cli.txt", "--json", timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["eer"] == pytest.approx(100 * eer(learned), abs=1e-4)
+
+
+def test_emotion_aware_calibration_recovers_a_known_emotion_dependent_offset():
+    """Aroused speech scores 2 lower than calm speech for the same evidence: the fit finds that
+    offset as the arousal covariate's weight relative to the score's (1 per unit of arousal, which
+    is -1 or +1), and at one threshold the calibrated scores reject aroused and calm genuine speech
+    alike."""
+    from emospoof.metrics.emotion_calibration import fit_emotion_calibration
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    is_bonafide = rng.random(n) < 0.4
+    arousal = rng.choice([-1.0, 1.0], n)
+    evidence = np.where(is_bonafide, 2.0, -2.0) + rng.standard_normal(n)
+    scores = evidence - 1.0 * (arousal + 1)  # aroused speech looks less genuine to the detector
+    calibration = fit_emotion_calibration(scores, arousal[:, None], is_bonafide)
+    correction = calibration.covariate_weights[0] / calibration.scale
+    assert correction == pytest.approx(1.0, abs=0.1)
+    llr = calibration.apply(scores, arousal[:, None])
+    threshold = np.median(llr[is_bonafide])
+    frr = {a: np.mean(llr[is_bonafide & (arousal == a)] <= threshold) for a in (-1.0, 1.0)}
+    raw_threshold = np.median(scores[is_bonafide])
+    raw_frr = {a: np.mean(scores[is_bonafide & (arousal == a)] <= raw_threshold) for a in (-1.0, 1.0)}
+    assert raw_frr[1.0] - raw_frr[-1.0] > 0.5  # before: aroused genuine speech rejected far more often
+    assert abs(frr[1.0] - frr[-1.0]) < raw_frr[1.0] - raw_frr[-1.0] - 0.3

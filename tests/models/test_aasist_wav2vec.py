@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import inference
 import main as main_module
@@ -21,7 +22,8 @@ from emospoof.scoring.windows import threaded_cpu_forward
 from emospoof.training.optim import create_optimizer, parameter_groups
 from models import build_model
 from models.encoders.hf_audio import save_with_extractor, tiny_audio_config
-from models.layers.fused import optimise_for_cpu
+from models.layers.blocks import ResidualBlock
+from models.layers.fused import FusedResidualBlock, optimise_for_cpu
 from tests.conftest import REPO, fairseq_name, make_config, stop_after_first_checkpoint
 from utils import trainable_parameters
 
@@ -122,14 +124,14 @@ def test_main_trains_and_resumes_with_two_parameter_groups_without_swa(tmp_path,
     full = next((tmp_path / "full").iterdir())
     checkpoint = torch.load(full / "checkpoint.pth", weights_only=True)
     assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]][1] < 1e-4  # decayed ssl_lr
-    assert checkpoint["task"]["swa_model"] is None and not (full / "weights/swa.pth").exists()  # no SWA copy
+    assert checkpoint["task"]["swa_model"] is None and not (full / "weights/swa.safetensors").exists()  # no SWA copy
 
     stop_after_first_checkpoint(monkeypatch, main_module.main,
                                 ["--config", str(config), "--output_dir", str(tmp_path / "split"), "--seed", "3"])
     split = next((tmp_path / "split").iterdir())
     main_module.main(["--resume", str(split)])
-    a = torch.load(full / "weights/final.pth", weights_only=True)
-    b = torch.load(split / "weights/final.pth", weights_only=True)
+    a = load_file(full / "weights/final.safetensors")
+    b = load_file(split / "weights/final.safetensors")
     assert any(k.startswith("ssl_model.model.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
     assert (full / "eval_scores.txt").read_text() == (split / "eval_scores.txt").read_text()
 
@@ -143,6 +145,41 @@ def test_inference_paths_agree(tiny_ssl_dir, tmp_path, single_thread):
     np.testing.assert_allclose(fast, eager, atol=1e-4)
     difference = export_onnx(model, tmp_path / "model.onnx", 8000)
     assert difference is not None and difference < 1e-4
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["as-main.py", "as-inference.py"])
+def test_cpu_twin_copies_only_the_blocks_it_replaces(tiny_ssl_dir, single_thread, channels_last):
+    """optimise_for_cpu runs at every dev scoring of a training run: everything it does not
+    replace (the frozen SSL encoder above all) is the original's tensors, and the training model
+    keeps its modules, values, memory format and mode."""
+    model = build_model(model_config(tiny_ssl_dir, freeze_ssl=True)).train()
+    if channels_last:  # as main.py trains it
+        model = model.to(memory_format=torch.channels_last)
+    original = model.state_dict()
+    values = {name: tensor.clone() for name, tensor in original.items()}
+    layout = {name: (tensor.data_ptr(), tensor.stride()) for name, tensor in original.items()}
+    modules = [(name, type(module), module.training) for name, module in model.named_modules()]
+
+    fast = optimise_for_cpu(model)
+    assert not any(isinstance(m, ResidualBlock) for m in fast.modules())
+    assert sum(isinstance(m, FusedResidualBlock) for m in fast.modules()) == len(model.encoder)
+    twin = fast.state_dict()
+    kept = [name for name in twin if name in original]
+    assert {name for name in original if name not in twin} == {
+        name for name in original if name.startswith("encoder.")}  # only the residual blocks are replaced
+    assert any(name.startswith("ssl_model.model.") for name in kept)
+    for name in kept:
+        converted = original[name].dim() == 4 and not original[name].is_contiguous(memory_format=torch.channels_last)
+        assert (twin[name].data_ptr() == original[name].data_ptr()) != converted, name
+        assert twin[name].is_contiguous(memory_format=torch.channels_last) or twin[name].dim() != 4, name
+
+    assert [(name, type(module), module.training) for name, module in model.named_modules()] == modules
+    after = model.state_dict()
+    assert {name: (tensor.data_ptr(), tensor.stride()) for name, tensor in after.items()} == layout
+    assert all(torch.equal(after[name], values[name]) for name in values)
+    x = torch.randn(2, 8000)
+    with torch.no_grad():
+        np.testing.assert_allclose(fast(x)[1].numpy(), model.eval()(x)[1].numpy(), atol=1e-4)
 
 
 def test_learns_on_devkit_speech(shared_dir, tiny_ssl_dir, single_thread):

@@ -81,6 +81,69 @@ def test_frozen_ssl_and_ser_stay_unchanged(tiny_ssl_dir, freeze):
     assert not all(torch.equal(head_before[k], v) for k, v in state_of(model.Core_AET).items())
 
 
+def batch_norm_statistics(model: torch.nn.Module, batches: list) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Reference for SWA's BatchNorm update: a plain pass in train mode, frozen parts as they are,
+    and for each BatchNorm that updates its statistics the average over the batches of its input's
+    batch mean and unbiased variance (what a cumulative update gives)."""
+    seen: dict[str, list] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            def keep(module, inputs, name=name):
+                if module.training:
+                    x = inputs[0].transpose(0, 1).flatten(1)  # channel first, everything else flattened
+                    seen.setdefault(name, []).append((x.mean(dim=1), x.var(dim=1)))
+            hooks.append(module.register_forward_pre_hook(keep))
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch.x)
+    for hook in hooks:
+        hook.remove()
+    return {name: tuple(torch.stack(values).mean(dim=0) for values in zip(*stats)) for name, stats in seen.items()}
+
+
+def test_swa_batchnorm_update_keeps_the_frozen_emotion_view_intact(tiny_ssl_dir):
+    """SWA's BatchNorm re-estimation must run the frozen ACRNN on its own statistics: the trainable
+    BatchNorm layers end up with the statistics of their inputs in a pass with the frozen branch
+    intact (the emotion view's BatchNorm among them), not of inputs that a reset ACRNN corrupted."""
+    from torch.optim.swa_utils import AveragedModel, update_bn
+
+    from data_utils import LoadedTrial, Trial, collate_trials
+    from emospoof.cm.training import update_bn_of_trainable
+
+    torch.manual_seed(0)
+    model = amsdf(tiny_ssl_dir)  # ACRNN and SSL frozen
+    acrnn_bn = model.emo_view_extract.model.encoder.net.bn
+    with torch.no_grad():  # a trained ACRNN's statistics, far from a reset BatchNorm's
+        acrnn_bn.running_mean.uniform_(-2, 2)
+        acrnn_bn.running_var.uniform_(0.1, 4)
+    frozen_before = state_of(model.emo_view_extract.model)
+    batches = [collate_trials([LoadedTrial(x[None], Trial(f"{seed}-{i}", "-", i % 2)) for i, x in enumerate(waves(4, seed=seed))])
+               for seed in (5, 6)]
+    torch.manual_seed(1)  # the same dropout draws in the reference pass and in the update
+    expected = batch_norm_statistics(model, batches)
+    assert "emo_view_extract.bn" in expected and not any(name.startswith("emo_view_extract.model") for name in expected)
+
+    swa = AveragedModel(model)
+    momentum = model.emo_view_extract.bn.momentum
+    torch.manual_seed(1)
+    update_bn_of_trainable(batches, swa, torch.device("cpu"))
+    updated = dict(swa.module.named_modules())
+    for name, (mean, var) in expected.items():
+        torch.testing.assert_close(updated[name].running_mean, mean, atol=1e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(updated[name].running_var, var, atol=1e-5, rtol=1e-4, msg=name)
+        assert updated[name].momentum == momentum
+    frozen_after = state_of(swa.module.emo_view_extract.model)
+    assert all(torch.equal(frozen_after[k], v) for k, v in frozen_before.items())
+
+    # torch's update_bn alone (statistics restored only afterwards) estimates the emotion view's on corrupted inputs.
+    old = AveragedModel(model)
+    torch.manual_seed(1)
+    update_bn((batch.x for batch in batches), old)
+    assert not torch.allclose(old.module.emo_view_extract.bn.running_mean, expected["emo_view_extract.bn"][0], atol=1e-3)
+
+
 def test_config_checks():
     base = load_config(REPO / "config/AMSDF.conf")
     assert base["model_config"]["ssl_path"] == "facebook/wav2vec2-xls-r-300m"
@@ -128,7 +191,7 @@ def test_trains_on_the_devkit_below_chance_then_runs_through_eval_inference_and_
     run_dir, report = train_then_evaluate_again(config_path, tmp_path)
     assert report["la_eval"]["min_tdcf"] is not None
     print("AMSDF", assert_learned_below_chance(run_dir, report, loss_ratio=0.95))
-    scores = assert_inference_paths_agree(config_path, run_dir / "weights/final.pth", shared_dir / "examples", tmp_path)
+    scores = assert_inference_paths_agree(config_path, run_dir / "weights/final.safetensors", shared_dir / "examples", tmp_path)
     assert len(scores) == 4
 
 

@@ -242,6 +242,6 @@ def test_main_eval_and_inference_with_the_semaa_back_end(dphubert_file, shared_d
     config_path = tmp_path / "dphubert.conf"
     config_path.write_text(json.dumps(config))
     run_dir, _ = train_then_evaluate_again(config_path, tmp_path)
-    scores = assert_inference_paths_agree(config_path, run_dir / "weights/final.pth", shared_dir / "examples", tmp_path,
+    scores = assert_inference_paths_agree(config_path, run_dir / "weights/final.safetensors", shared_dir / "examples", tmp_path,
                                           onnx=False)
     assert len(scores) == 4

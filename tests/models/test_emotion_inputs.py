@@ -4,7 +4,6 @@ Concat starts as AASIST; the emotion parts get their own learning rate; and a co
 learns to use its emotion input where the bona fide cue depends on it."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -170,5 +170,5 @@ def test_trains_on_the_devkit_below_chance_then_runs_through_eval_inference_and_
     config_path.write_text(json.dumps(devkit_config(shared_dir, architecture)))
     run_dir, report = train_then_evaluate_again(config_path, tmp_path)
     print(architecture, assert_learned_below_chance(run_dir, report, loss_ratio=0.85))
-    scores = assert_inference_paths_agree(config_path, run_dir / "weights/final.pth", shared_dir / "examples", tmp_path)
+    scores = assert_inference_paths_agree(config_path, run_dir / "weights/final.safetensors", shared_dir / "examples", tmp_path)
     assert len(scores) == 4

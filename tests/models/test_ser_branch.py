@@ -190,7 +190,7 @@ def test_frozen_ser_is_untouched_by_training_and_swa(tiny_ser_dir, ser_config):
     if ser_config["backend"] == "acrnn":
         assert model.ser.encoder.net.bn.num_batches_tracked.item() == 0  # statistics never updated
 
-    # SWA's BatchNorm re-estimation resets every BatchNorm; the frozen ones must come back as they were.
+    # SWA's BatchNorm re-estimation must leave the frozen BatchNorm statistics as they were.
     swa = AveragedModel(model)
     swa.update_parameters(model)
     x, y = tone_batch(4, np.random.default_rng(2), 4000)

@@ -43,7 +43,7 @@ def write_run(root, name: str, config: dict, seed: int, scores: np.ndarray, keys
           "operating_points": {"fixed": fixed}}
     emotional = {"eer": 20.0 + seed, "per_emotion": {e: {"eer": v} for e, v in per_emotion.items()}}
     report = {"datasets": {"la_eval": la, "emotional_set": emotional},
-              "training": {"best_epoch_dev_eer": dev_eer, "final": "best.pth", "seed": seed}}
+              "training": {"best_epoch_dev_eer": dev_eer, "final": "best.safetensors", "seed": seed}}
     (run / "eval_report.json").write_text(json.dumps(report))
 
 
@@ -171,3 +171,13 @@ def test_train_runs_missing_seeds_and_reuses_finished_ones(tmp_path, tiny_la, ca
     capsys.readouterr()
     assert compare.main(args) == 0
     assert capsys.readouterr().err.count("reusing") == 2
+
+
+@pytest.mark.parametrize("final", ["swa.safetensors", "swa.pth", "best.safetensors", "best.pth"])
+def test_dev_eer_is_the_final_models_in_new_and_older_runs(tmp_path, final):
+    """Runs name their final weights swa.safetensors / best.safetensors, older ones swa.pth / best.pth."""
+    from emospoof.reports.seed_comparison import Run
+
+    training = {"best_epoch_dev_eer": 4.0, "swa_dev_eer": 3.0, "final": final}
+    dev = Run(tmp_path, {}, {"training": training}, 1).metrics()["dev EER"]
+    assert dev == (3.0 if final.startswith("swa") else 4.0)

@@ -18,7 +18,7 @@ from emospoof.ser.classifiers import ACRNNClassifier
 from emospoof.ser.ravdess import make_splits, read_ravdess
 from models.emotion.acrnn import acrnn_features
 from models.emotion.branch import SERBranch
-from tests.conftest import RAVDESS, REPO
+from tests.conftest import RAVDESS, REPO, safetensors_weights
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -50,11 +50,13 @@ def test_acrnn_training_lowers_the_loss_and_reports(acrnn_run):
     report = json.loads((acrnn_run / "ser_report.json").read_text())
     assert report["backend"] == "acrnn" and report["classes"] == list(TTS5_EMOTIONS)
     assert json.loads((acrnn_run / "model/labels.json").read_text()) == list(TTS5_EMOTIONS)
+    assert sorted(path.name for path in (acrnn_run / "model").iterdir()) == ["acrnn.safetensors", "labels.json"]
+    assert "fc2.weight" in safetensors_weights(acrnn_run / "model/acrnn.safetensors")
 
 
 def test_acrnn_checkpoint_loads_strictly_into_the_emotion_branch(acrnn_run, ravdess_cuts):
     classifier = ACRNNClassifier.load(acrnn_run / "model")
-    branch = SERBranch({"backend": "acrnn", "ser_path": str(acrnn_run / "model/acrnn.pth"),
+    branch = SERBranch({"backend": "acrnn", "ser_path": str(acrnn_run / "model/acrnn.safetensors"),
                         "acrnn_dims": [8, 16, 32, 16]})
     assert branch.labels == TTS5_EMOTIONS
     clips = sorted(ravdess_cuts.rglob("03-01-0[25]-*-03.flac"))[:3]  # actor 3: calm / angry clips
@@ -66,7 +68,7 @@ def test_acrnn_checkpoint_loads_strictly_into_the_emotion_branch(acrnn_run, ravd
     torch.testing.assert_close(branch(wave), embedding, atol=1e-6, rtol=1e-6)  # float rounding only
     torch.testing.assert_close(branch.posterior(wave), posterior)
     with pytest.raises(ConfigError, match="weights do not fit"):  # other sizes: a strict load refuses
-        SERBranch({"backend": "acrnn", "ser_path": str(acrnn_run / "model/acrnn.pth"), "acrnn_dims": [8, 16, 32, 8]})
+        SERBranch({"backend": "acrnn", "ser_path": str(acrnn_run / "model/acrnn.safetensors"), "acrnn_dims": [8, 16, 32, 8]})
 
 
 @pytest.fixture(scope="module")

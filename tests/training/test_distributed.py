@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import main as main_module
 from tests.conftest import REPO, TINY_RAWNET2, make_config, write_split
@@ -102,7 +103,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(runs):
         gap = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
         assert gap < TOLERANCE, (name, gap)
     # SWA: the same average, its BatchNorm statistics re-estimated over the same global batches
-    a, b = (torch.load(run / "weights/swa.pth", weights_only=True) for run in (one, two))
+    a, b = (load_file(run / "weights/swa.safetensors") for run in (one, two))
     assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < TOLERANCE
     # the weights moved between the two compared points by far more than the tolerance
     a, b = weights(one / "checkpoint.prev.pth"), weights(one / "checkpoint.pth")
@@ -133,8 +134,8 @@ def test_two_process_run_killed_after_its_first_epoch_resumes(runs):
     assert "after epoch 1" in stdout
     reference = runs["two"][0]
     assert json.loads((run_dir / "eval_report.json").read_text())["training"]["world_size"] == 2
-    a = torch.load(reference / "weights/final.pth", weights_only=True)
-    b = torch.load(run_dir / "weights/final.pth", weights_only=True)
+    a = load_file(reference / "weights/final.safetensors")
+    b = load_file(run_dir / "weights/final.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # exactly the uninterrupted two-process run
     assert (reference / "eval_scores.txt").read_text() == (run_dir / "eval_scores.txt").read_text()
     assert [r["epoch"] for r in csv.DictReader(open(run_dir / "metrics.csv"))] == ["1", "2", "3"]

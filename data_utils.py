@@ -162,7 +162,11 @@ class TrialDataset(Dataset):
     every crop and window of their file; a trial without one cannot be used.
 
     ``augment(audio, rng)`` (``emospoof.augment.pipeline.Augmentation``) transforms the training crop, or
-    in the other modes the whole utterance before it is cut. Its NumPy generator is seeded with
+    in the other modes the whole utterance before it is cut. An augmentation with
+    ``before_crop`` and ``after_crop`` methods has steps that change the duration (prosody,
+    silence): in training those run on the whole utterance before the random crop, so that the
+    crop keeps ``nb_samp`` samples and the changes reach it as they would in a real recording,
+    and the others on the crop. Its NumPy generator is seeded with
     (``seed``, epoch, index of the trial): the draws do not depend on the number of loader
     workers or on which worker loads a file, differ between epochs (:meth:`set_epoch`), and a
     resumed run repeats those of the uninterrupted one.
@@ -191,9 +195,17 @@ class TrialDataset(Dataset):
         self.epoch = epoch
 
     def augmented(self, audio: np.ndarray, index: int) -> np.ndarray:
+        """The whole utterance, or in training the random crop, augmented; one generator per
+        item serves the steps before the crop and those after it."""
+        crop = self.mode == "train"
         if self.augment is None:
-            return audio
-        return self.augment(audio, np.random.default_rng([self.seed, self.epoch, index]))
+            return random_crop(audio, self.nb_samp) if crop else audio
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if not crop:
+            return self.augment(audio, rng)
+        if hasattr(self.augment, "before_crop"):
+            return self.augment.after_crop(random_crop(self.augment.before_crop(audio, rng), self.nb_samp), rng)
+        return self.augment(random_crop(audio, self.nb_samp), rng)
 
     def __len__(self) -> int:
         return len(self.trials)
@@ -219,8 +231,6 @@ class TrialDataset(Dataset):
             audio = self.preprocess(audio)
         if self.reject_silent and not np.any(audio):
             return LoadedTrial(None, trial, "silent audio (every sample is zero)", duration)
-        if self.mode == "train":
-            audio = random_crop(audio, self.nb_samp)
         try:
             audio = self.augmented(audio, index)
         except Exception as err:  # e.g. a codec that fails on this clip: one file must not stop the run

@@ -10,7 +10,10 @@ clips. Then each codec round trip, the telephone band, noise from
 a folder and reverberation from a folder of impulse responses (generated here, in a temporary
 folder). Reported: mean CPU milliseconds per clip (the cost itself; on a loaded machine the wall
 time also counts the waits for other processes, and is reported beside it for RawBoost), with the
-load average before and after. ``--json`` prints one JSON line.
+load average before and after. The utterance-level steps, whose cost grows with the utterance
+they run on, are reported in CPU milliseconds per second of input audio: each prosody sub-change
+alone (its default range, the others neutral), all four together (the default step), and the
+silence step (its defaults). ``--json`` prints one JSON line.
 """
 from __future__ import annotations
 
@@ -38,7 +41,9 @@ from rawboost_published import published_rawboost  # noqa: E402
 from data_utils import NB_SAMP, SAMPLE_RATE
 from emospoof.augment.channel import (CODECS, AudioFolder, CodecStep, NoiseStep, ReverbStep, TelephoneStep,
                                       codec_supported)
+from emospoof.augment.prosody import ProsodyParams, ProsodyStep
 from emospoof.augment.rawboost import RawBoost
+from emospoof.augment.silence import SilenceStep
 
 
 def speech_like(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -93,6 +98,26 @@ def time_rawboost(clips: np.ndarray, n_published: int, seed: int, repeats: int =
     return times
 
 
+def time_utterance_steps(clips: np.ndarray, rng: np.random.Generator) -> tuple[dict[str, float], float]:
+    """CPU ms per second of input audio of each prosody sub-change alone, of all of them (the
+    default step) and of the silence step (best of two repeats, after a warm-up call)."""
+    neutral = {"pitch_semitones": (0.0, 0.0), "tempo": (1.0, 1.0), "gain_db": (0.0, 0.0),
+               "tilt_db_per_octave": (0.0, 0.0)}
+    default = ProsodyParams()
+    steps = {name: ProsodyStep(ProsodyParams(**{**neutral, key: getattr(default, key)}))
+             for name, key in (("pitch", "pitch_semitones"), ("tempo", "tempo"), ("gain", "gain_db"),
+                               ("tilt", "tilt_db_per_octave"))}
+    steps["all"] = ProsodyStep(default)
+    steps["silence"] = SilenceStep()
+    seconds = clips.shape[1] / SAMPLE_RATE
+    times = {}
+    for name, step in steps.items():
+        step(clips[0], rng)
+        times[name] = round(min(mean_ms(step, clips, rng) for _ in range(2)) / seconds, 3)
+    silence = times.pop("silence")
+    return times, silence
+
+
 def write_folders(root: Path, rng: np.random.Generator) -> tuple[Path, Path]:
     """Ten 10-s noise recordings and ten 0.5-s impulse responses (exponentially decaying noise
     after a direct path, RT60 0.2-0.8 s)."""
@@ -132,6 +157,7 @@ def main() -> None:
         noise = mean_ms(NoiseStep(AudioFolder(noise_dir, "noise"), (5.0, 20.0)), clips, rng)
         rir = mean_ms(ReverbStep(AudioFolder(rir_dir, "rir")), clips, rng)
     telephone = mean_ms(TelephoneStep((300.0, 3400.0)), clips, rng)
+    prosody, silence = time_utterance_steps(clips, rng)
 
     result = {
         "clip_samples": NB_SAMP, "clips": args.clips, "threads": 1,
@@ -143,6 +169,7 @@ def main() -> None:
         "codec_ms_per_clip": codecs, "codec_clips": len(codec_clips),
         "telephone_ms_per_clip": round(telephone, 3), "noise_ms_per_clip": round(noise, 3),
         "rir_ms_per_clip": round(rir, 3),
+        "prosody_ms_per_second": prosody, "silence_ms_per_second": silence,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
@@ -160,6 +187,10 @@ def main() -> None:
     for name, ms in codecs.items():
         print(f"  codec {name:7s} {ms:7.1f} ms")
     print(f"  telephone  {telephone:7.2f} ms\n  noise      {noise:7.2f} ms\n  rir        {rir:7.2f} ms")
+    print("per second of input audio:")
+    for name, ms in prosody.items():
+        print(f"  prosody {name:6s} {ms:7.2f} ms")
+    print(f"  silence        {silence:7.2f} ms")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,16 @@
 applied to the LA eval data by ``--eval``): their checks, each problem one line naming the key,
 and the augmentation chains built from them.
 
-A section holds up to five steps, applied in this order, each with probability ``p`` (default 1):
+A section holds up to seven steps, applied in this order, each with probability ``p`` (default 1):
+``prosody`` (:mod:`emospoof.augment.prosody`), ``silence`` (:mod:`emospoof.augment.silence`),
 ``rawboost`` (:mod:`emospoof.augment.rawboost`), ``rir``, ``noise``, ``telephone`` and ``codec``
-(:mod:`emospoof.augment.channel`): the room and the noise come before the channel, as in a real recording.
+(:mod:`emospoof.augment.channel`). The speaker's production comes first, then the recording's
+silence, then the room and the noise, then the channel, as in a real recording.
+
+``prosody`` and ``silence`` change the duration: they are utterance-level steps
+(``UTTERANCE_STEPS``), which a training dataset applies to the whole utterance before it cuts
+the random crop (``Augmentation.before_crop``), and the others to the crop
+(``Augmentation.after_crop``); elsewhere (eval conditions) all run on the whole utterance.
 """
 from __future__ import annotations
 
@@ -17,10 +24,13 @@ import numpy as np
 from data_utils import SAMPLE_RATE, find_audio_files
 from emospoof.augment.channel import (CODECS, AudioFolder, CodecStep, NoiseStep, ReverbStep, TelephoneStep,
                                       codec_supported)
+from emospoof.augment.prosody import ProsodyParams, ProsodyStep
 from emospoof.augment.rawboost import RawBoost, RawBoostParams
+from emospoof.augment.silence import COLOURS, SilenceParams, SilenceStep
 from emospoof.core.config import ConfigError, check_keys, is_number
 
-STEP_ORDER = ("rawboost", "rir", "noise", "telephone", "codec")
+STEP_ORDER = ("prosody", "silence", "rawboost", "rir", "noise", "telephone", "codec")
+UTTERANCE_STEPS = ("prosody", "silence")  # first in STEP_ORDER: in training, run before the crop
 RAWBOOST_RANGES = {  # key -> (lowest, highest, integer)
     "centre_hz": (0, SAMPLE_RATE / 2, False), "bandwidth_hz": (1, SAMPLE_RATE / 2, False),
     "coeffs": (2, 2000, True), "gain_db": (None, None, False), "nonlinear_bias_db": (None, None, False),
@@ -30,7 +40,13 @@ RAWBOOST_NUMBERS = {  # key -> (lowest, highest, integer)
     "n_filters": (1, 20, True), "n_bands": (1, 50, True), "impulse_percent": (0, 100, False),
     "impulse_gain": (0, None, False),
 }
+PROSODY_RANGES = {  # key -> (lowest, highest)
+    "pitch_semitones": (-12, 12), "tempo": (0.5, 2), "gain_db": (-40, 40), "tilt_db_per_octave": (-12, 12),
+}
+SILENCE_RANGES = {"lead_s": (0, 10), "trail_s": (0, 10), "floor_dbfs": (-120, 0), "gain_db": (-40, 40)}
 STEP_KEYS = {
+    "prosody": {"p"} | set(PROSODY_RANGES),
+    "silence": {"p", "colours"} | set(SILENCE_RANGES),
     "rawboost": {"p", "algo"} | set(RAWBOOST_RANGES) | set(RAWBOOST_NUMBERS),
     "codec": {"p", "codecs"},
     "telephone": {"p", "band_hz"},
@@ -42,19 +58,34 @@ CONDITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 class Augmentation:
     """A chain of steps ``(name, p, step)``; ``augmentation(x, rng)`` applies each with its
-    probability, every draw from ``rng``."""
+    probability, every draw from ``rng``. A training dataset calls ``before_crop`` on the whole
+    utterance and ``after_crop`` on its crop instead, with the same generator: the two together
+    draw and do what one call does on an utterance."""
 
     def __init__(self, steps: list[tuple[str, float, Callable]]) -> None:
         self.steps = steps
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        for _, p, step in self.steps:
+    @staticmethod
+    def apply(steps: list[tuple[str, float, Callable]], x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for _, p, step in steps:
             if rng.random() < p:
                 x = step(x, rng)
         return np.ascontiguousarray(x, dtype=np.float32)
 
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.apply(self.steps, x, rng)
+
+    def before_crop(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The utterance-level steps (``UTTERANCE_STEPS``: they change the duration)."""
+        return self.apply([s for s in self.steps if s[0] in UTTERANCE_STEPS], x, rng)
+
+    def after_crop(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The other steps, which keep the length."""
+        return self.apply([s for s in self.steps if s[0] not in UTTERANCE_STEPS], x, rng)
+
     def describe(self) -> str:
-        return ", ".join(f"{name} (p={p:g})" for name, p, _ in self.steps)
+        return ", ".join(f"{name} (p={p:g}{', on the utterance' if name in UTTERANCE_STEPS else ''})"
+                         for name, p, _ in self.steps)
 
 
 def check_number(value: object, key: str, low: float | None = None, high: float | None = None,
@@ -104,6 +135,14 @@ def parse_codecs(value: object, key: str) -> dict[str, tuple[float, float] | Non
     return codecs
 
 
+def parse_colours(value: object, key: str) -> tuple[str, ...]:
+    """A non-empty list of noise colours (``white``, ``pink``), without repeats."""
+    if (not isinstance(value, list) or not value or len(set(map(str, value))) != len(value)
+            or not all(colour in COLOURS for colour in value)):
+        raise ConfigError(f"config key '{key}': expected a list of {' and/or '.join(COLOURS)}, got {value!r}")
+    return tuple(value)
+
+
 def parse_step(name: str, spec: object, where: str) -> dict:
     """The checked settings of one step (no file is read)."""
     key = f"{where}{name}"
@@ -119,6 +158,14 @@ def parse_step(name: str, spec: object, where: str) -> dict:
         params.update({k: check_number(spec[k], f"{key}.{k}", *RAWBOOST_NUMBERS[k])
                        for k in RAWBOOST_NUMBERS if k in spec})
         settings["params"] = RawBoostParams(**params)
+    elif name == "prosody":
+        settings["params"] = ProsodyParams(**{k: check_range(spec[k], f"{key}.{k}", *PROSODY_RANGES[k])
+                                              for k in PROSODY_RANGES if k in spec})
+    elif name == "silence":
+        params = {k: check_range(spec[k], f"{key}.{k}", *SILENCE_RANGES[k]) for k in SILENCE_RANGES if k in spec}
+        if "colours" in spec:
+            params["colours"] = parse_colours(spec["colours"], f"{key}.colours")
+        settings["params"] = SilenceParams(**params)
     elif name == "codec":
         default = [codec for codec in CODECS if codec_supported(codec)]
         settings["codecs"] = parse_codecs(spec.get("codecs", default), f"{key}.codecs")
@@ -187,7 +234,11 @@ def build_section(section: dict[str, dict], where: str, warn: Callable[[str], No
     """The chain of a parsed section; None when it is empty."""
     steps = []
     for name, settings in section.items():
-        if name == "rawboost":
+        if name == "prosody":
+            step = ProsodyStep(settings["params"])
+        elif name == "silence":
+            step = SilenceStep(settings["params"])
+        elif name == "rawboost":
             step = RawBoost(settings["algo"], settings["params"], SAMPLE_RATE)
         elif name == "codec":
             step = CodecStep(settings["codecs"])

@@ -367,3 +367,6 @@ def test_benchmark_prints_one_json_line():
     assert set(report["rawboost_speedup"]) == set(report["published_rawboost_ms_per_clip"]) == algos
     assert set(report["codec_ms_per_clip"]) == {name for name in CODECS if codec_supported(name)}
     assert all(report[key] > 0 for key in ("telephone_ms_per_clip", "noise_ms_per_clip", "rir_ms_per_clip"))
+    prosody = report["prosody_ms_per_second"]
+    assert set(prosody) == {"pitch", "tempo", "gain", "tilt", "all"} and min(prosody.values()) >= 0
+    assert prosody["all"] > 0 and prosody["tempo"] > 0 and report["silence_ms_per_second"] > 0

@@ -142,7 +142,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """``--precision``, ``--compile`` and ``--tensorboard`` of ``main.py`` and ``train_ser.py``."""
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="bf16, fp16 (with gradient scaling) or fp32 (TF32 off); default: the config's "
-                             "'precision', else auto (bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU)")
+                             "'precision', else auto (bf16 on GPUs of compute capability 8.0+ such as A100/H100, "
+                             "fp16 on older ones such as V100/T4, fp32 on CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (training and scoring)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also log to TensorBoard in RUN_DIR/tensorboard (needs the tensorboard package)")

@@ -118,8 +118,8 @@ class SERTask:
         return Validation({"dev_loss": dev_loss, "dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"]},
                           dev["macro_f1"], f"dev accuracy {100 * dev['accuracy']:.1f} %, dev macro-F1 {dev['macro_f1']:.3f}")
 
-    def improves(self, value: float, best: float | None) -> bool:
-        return best is None or value > best
+    def improves(self, validation: Validation, best: Validation | None) -> bool:
+        return best is None or validation.value > best.value
 
     def new_best(self, epoch: int, row: dict) -> None:
         if distributed.is_main():

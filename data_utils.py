@@ -3,7 +3,7 @@ protocol and corpus readers live in ``emospoof/corpora/``.
 
 A file that cannot be used (missing, empty, corrupt, non-finite) never stops a run: the dataset
 hands back a failure record, the collate function separates it from the batch, and the caller
-reports it (``SkipReport``).
+reports it (``SkipReport``). An augmentation that fails does stop it, with its traceback.
 """
 from __future__ import annotations
 
@@ -147,6 +147,7 @@ class TrialDataset(Dataset):
     (reference evaluation); ``"full"``: overlapping windows over the whole utterance, ``hop``
     samples apart. A file that cannot be used comes back with its reason instead of windows;
     ``reject_silent`` also refuses all-zero audio (scoring it would say nothing about the file).
+    An exception raised by the augmentation is not caught: it stops the run.
 
     ``augment(audio, rng)`` (``emospoof.augment.pipeline.Augmentation``) transforms the training crop, or
     in the other modes the whole utterance before it is cut. Its NumPy generator is seeded with
@@ -197,10 +198,9 @@ class TrialDataset(Dataset):
             return LoadedTrial(None, trial, "silent audio (every sample is zero)", duration)
         if self.mode == "train":
             audio = random_crop(audio, self.nb_samp)
-        try:
-            audio = self.augmented(audio, index)
-        except Exception as err:  # e.g. a codec that fails on this clip: one file must not stop the run
-            return LoadedTrial(None, trial, f"augmentation failed ({type(err).__name__}: {err})", duration)
+        # Not caught: a failing augmentation is a bug or a broken setup, not a bad file, and
+        # skipping every file it fails on would train on a silently shrunken set.
+        audio = self.augmented(audio, index)
         if self.mode == "full":
             windows = sliding_windows(audio, self.nb_samp, self.hop)
         else:  # the training crop already has nb_samp samples

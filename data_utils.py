@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputError
 
 SAMPLE_RATE = 16000
 NB_SAMP = 64600  # ~4 s, the AASIST reference window
@@ -31,7 +32,7 @@ AUDIO_EXTENSIONS = {".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3", ".aiff", "
                     ".au", ".snd", ".caf", ".w64", ".rf64", ".sph", ".voc"}
 
 
-class AudioError(Exception):
+class AudioError(InputError):
     """An audio file that cannot be used; the message names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

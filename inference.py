@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from emospoof.cm.folder_scoring import AGGREGATES, run
-from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputError
 from emospoof.training.acceleration import PRECISIONS
 
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except ConfigError as err:
+    except InputError as err:  # anything else is a bug: its traceback is kept
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -25,6 +25,7 @@ from data_utils import SkipReport, Trial
 from emospoof.augment.pipeline import build_eval_conditions
 from emospoof.cm.data import EvalSet, eval_sets, track_eval_name
 from emospoof.core.checkpoint import load_weights
+from emospoof.core.errors import InputError
 from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, SPOOF, key_of
 from emospoof.metrics.asvspoof5 import cm_metrics
 from emospoof.metrics.asvspoof2019 import Metrics, evaluate_arrays
@@ -76,7 +77,7 @@ def _calibration(run: Run, eval_set: EvalSet, trials: list[Trial], values: np.nd
         return None
     try:
         calibration = fit_calibration(run.dev.scores, run.dev.keys == BONAFIDE)
-    except ValueError as err:
+    except InputError as err:  # e.g. dev scores of one class, or ranked upside down
         tqdm.write(f"warning: {eval_set.name}: no calibration: {err}")
         return {"error": str(err), "dev_scores": run.dev_path}
     llr_file = out_dir / f"{Path(eval_set.score_file).stem}_llr.txt"
@@ -154,7 +155,7 @@ def system_report(run: Run, sets: list[EvalSet], out_dir: Path, title: str,
         per_model = {label: scores[eval_set.name] for label, scores in compare.items()} if compare else None
         try:
             report["datasets"][eval_set.name] = set_report(run, eval_set, out_dir, title, per_model)
-        except ValueError as err:  # e.g. every file of one class unreadable: report it, go on with the others
+        except InputError as err:  # e.g. every file of one class unreadable: report it, go on with the others
             tqdm.write(f"warning: {eval_set.name} ({eval_set.source}): {err}; it has no metrics")
             report["datasets"][eval_set.name] = {"error": str(err), "source": eval_set.source}
             continue

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from data_utils import Batch, SkipReport
 from emospoof.core.checkpoint import CHECKPOINT, PREVIOUS, restore_rng_state, rng_state, save_checkpoint
 from emospoof.core.config import ConfigError, str_to_bool
+from emospoof.core.errors import InputValueError
 from emospoof.reports.plots import plot_training_curves
 from emospoof.training import distributed
 from emospoof.training.acceleration import (PRECISIONS, autocast, check_precision, first_call_timed, grad_scaler,
@@ -337,7 +338,7 @@ class Trainer:
         counts = torch.cat([totals, totals.new_full((1,), seen)])
         loss_sum, weight, correct, seen = distributed.sum_over_ranks(counts).tolist()
         if not seen:
-            raise ValueError("no training batch could be loaded (every file was skipped)")
+            raise InputValueError("no training batch could be loaded (every file was skipped)")
         return {"train_loss": loss_sum / weight, "train_accuracy": correct / seen}
 
     def _after_step(self, weight: torch.Tensor, loss: StepLoss, progress) -> None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from emospoof.core.checkpoint import load_weights
 from emospoof.core.config import ConfigError, str_to_bool
+from emospoof.core.errors import InputValueError
 from models import AASIST
 from models.emotion.branch import SERBranch, validate_ser_config
 from models.layers.frozen import KeepsFrozen
@@ -74,6 +75,6 @@ class EmotionConditionedModel(KeepsFrozen):
             if len(values) > 1:
                 return values.roll(1, dims=0)
             if previous is None:
-                raise ValueError("emotion_ablation 'shuffle' needs at least two utterances in the first batch")
+                raise InputValueError("emotion_ablation 'shuffle' needs at least two utterances in the first batch")
             return previous[:1]
         return values

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from emospoof.cm.seed_runs import compare_runs
-from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = compare_runs(args.runs, args.train, args.seeds, args.runs_dir, args.output_dir, args.n_boot,
                              ["--device", args.device] if args.device else [])
-    except (ConfigError, ValueError) as err:
+    except InputError as err:  # anything else is a bug: its traceback is kept
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(table.read_text())

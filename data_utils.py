@@ -3,7 +3,7 @@ protocol and corpus readers live in ``emospoof/corpora/``.
 
 A file that cannot be used (missing, empty, corrupt, non-finite) never stops a run: the dataset
 hands back a failure record, the collate function separates it from the batch, and the caller
-reports it (``SkipReport``).
+reports it (``SkipReport``). An augmentation that fails does stop it, with its traceback.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputError
 
 SAMPLE_RATE = 16000
 NB_SAMP = 64600  # ~4 s, the AASIST reference window
@@ -31,7 +32,7 @@ AUDIO_EXTENSIONS = {".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3", ".aiff", "
                     ".au", ".snd", ".caf", ".w64", ".rf64", ".sph", ".voc"}
 
 
-class AudioError(Exception):
+class AudioError(InputError):
     """An audio file that cannot be used; the message names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -155,6 +156,7 @@ class TrialDataset(Dataset):
     (reference evaluation); ``"full"``: overlapping windows over the whole utterance, ``hop``
     samples apart. A file that cannot be used comes back with its reason instead of windows;
     ``reject_silent`` also refuses all-zero audio (scoring it would say nothing about the file).
+    An exception raised by the augmentation is not caught: it stops the run.
 
     ``preprocess(audio)`` (``emospoof.augment.preprocess``) conditions every whole recording as it
     is read, before anything else, the same way in every mode. ``utterance_inputs`` (utterance id
@@ -231,10 +233,9 @@ class TrialDataset(Dataset):
             audio = self.preprocess(audio)
         if self.reject_silent and not np.any(audio):
             return LoadedTrial(None, trial, "silent audio (every sample is zero)", duration)
-        try:
-            audio = self.augmented(audio, index)
-        except Exception as err:  # e.g. a codec that fails on this clip: one file must not stop the run
-            return LoadedTrial(None, trial, f"augmentation failed ({type(err).__name__}: {err})", duration)
+        # Not caught: a failing augmentation is a bug or a broken setup, not a bad file, and
+        # skipping every file it fails on would train on a silently shrunken set.
+        audio = self.augmented(audio, index)
         if self.mode == "full":
             windows = sliding_windows(audio, self.nb_samp, self.hop)
         else:  # the training crop already has nb_samp samples

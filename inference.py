@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from emospoof.cm.folder_scoring import AGGREGATES, run
-from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputError
 from emospoof.training.acceleration import PRECISIONS
 
 
@@ -45,8 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--eager", action="store_true", help="plain eager fp32 model on CPU (no fusion)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="bf16, fp16 or fp32 (TF32 off); auto (default): bf16 on GPUs that support it, "
-                             "fp16 on other GPUs, fp32 on CPU")
+                        help="bf16, fp16 or fp32 (TF32 off); auto (default): bf16 on GPUs of compute capability "
+                             "8.0+ (A100, H100), fp16 on older ones (V100, T4), fp32 on CPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (eager PyTorch paths)")
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default: torch's)")
     parser.add_argument("--num_workers", type=int, help="audio-decoding processes (default: the config's)")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except ConfigError as err:
+    except InputError as err:  # anything else is a bug: its traceback is kept
         print(f"error: {err}", file=sys.stderr)
         return 2
 

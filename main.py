@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from emospoof.cm.training import run
-from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputError
 from emospoof.training.engine import add_training_arguments
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         run(args)
-    except (ConfigError, ValueError) as err:
+    except InputError as err:  # anything else is a bug: its traceback is kept
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputError
 from emospoof.ser.training import run
 from emospoof.training.engine import add_training_arguments
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         code = run(args)
-    except (ConfigError, ValueError) as err:
+    except InputError as err:  # anything else is a bug: its traceback is kept
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if code:

@@ -48,10 +48,16 @@ def validate_model_section(model_config: object) -> None:
         module.validate_model_config(model_config)
 
 
+class ModelConfig(dict):
+    """``model_config`` as a constructor reads it: looking up a key it lacks is a ConfigError naming
+    the key. Any other KeyError raised while building (a state-dict key, a table lookup) is a bug
+    or a problem of its own and keeps its traceback and message."""
+
+    def __missing__(self, key: object):
+        raise ConfigError(f"config is missing the required key 'model_config.{key}'")
+
+
 def build_model(model_config: dict) -> nn.Module:
     """Instantiate ``models/<architecture>.Model``; a missing model_config key is a ConfigError."""
     module = import_architecture(model_config["architecture"])
-    try:
-        return module.Model(model_config)
-    except KeyError as err:
-        raise ConfigError(f"config is missing the required key 'model_config.{err.args[0]}'") from None
+    return module.Model(ModelConfig(model_config))

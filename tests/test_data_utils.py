@@ -91,6 +91,23 @@ def test_loader_skips_bad_files_and_reports_them(tmp_path, num_workers):
     assert lines[0] == "path\treason" and len(lines) == 3
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_failing_augmentation_stops_the_run_while_a_bad_file_is_still_skipped(tmp_path, num_workers):
+    """A bad file says nothing about the code; an augmentation that raises is a bug or a broken
+    set-up, and skipping every file it fails on would train on a silently shrunken set."""
+    sf.write(tmp_path / "good.flac", tone(300, 0.7, 16000), 16000)
+
+    def broken_codec(audio, rng):
+        raise RuntimeError("encoder state is corrupt")
+
+    trials = [Trial("missing", tmp_path / "missing.flac", 0), Trial("good", tmp_path / "good.flac", 1)]
+    dataset = TrialDataset(trials, 4000, "train", augment=broken_codec)
+    assert dataset[0].reason == "file not found"  # skipped and reported, as before
+    loader = make_loader(dataset, batch_size=2, shuffle=False, num_workers=num_workers)
+    with pytest.raises(RuntimeError, match="encoder state is corrupt"):
+        next(iter(loader))
+
+
 def test_train_mode_crops_are_reproducible_with_seeded_loader(tmp_path):
     path = tmp_path / "long.flac"
     sf.write(path, np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1, 16000)

@@ -17,7 +17,7 @@ from emospoof.cm.config import TRACKS
 from emospoof.core.config import ConfigError, str_to_bool
 from emospoof.corpora import Corpus, dataset_name, read_dataset
 from emospoof.corpora.asvspoof import ASVSPOOF5_AUDIO, la_audio_dir, la_protocol_path
-from emospoof.corpora.common import read_emotion_labels, with_emotions
+from emospoof.corpora.common import DatasetError, read_emotion_labels, with_emotions
 from emospoof.corpora.emotional import read_emotional_set
 from emospoof.metrics.score_files import AsvScores, read_asv_scores
 
@@ -125,7 +125,7 @@ def load_emotional_set(config: dict) -> Corpus:
     """The set named by ``emo_dataset``; any problem is a ConfigError naming the key."""
     try:
         return read_emotional_set(config["emo_dataset"], config.get("emo_bonafide_system", "ESD"))
-    except (OSError, ValueError) as err:
+    except (OSError, DatasetError) as err:
         raise ConfigError(f"config key 'emo_dataset': {err}") from None
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from data_utils import SkipReport, Trial, default_num_workers
+from emospoof.core.config import ConfigError
 from emospoof.core.emotions import UNLABELLED, normalise_emotion
 from emospoof.scoring.utterances import utterance_features
 from models.emotion.branch import SERBranch
@@ -43,7 +44,7 @@ def predicted_emotions(ser: SERBranch, trials: list[Trial], config: dict, device
                        preprocess=None, desc: str = "SER emotions") -> dict[str, str]:
     """utterance id -> the emotion ``ser`` predicts for the whole recording (its argmax class)."""
     if not ser.labels:
-        raise ValueError("the SER has no emotion classifier")
+        raise ConfigError("the SER has no emotion classifier to predict emotions with (see docs/emotion.md)")
     posteriors = utterance_features(trials, lambda wave: ser.posterior(wave.to(device)), preprocess,
                                     _workers(config, device), desc, skips)
     return {utt: normalise_emotion(ser.labels[int(np.argmax(p))]) for utt, p in posteriors.items()}

@@ -30,6 +30,7 @@ from emospoof.cm.emotion_calibrated import calibrated_system, write_calibrated_f
 from emospoof.cm.emotion_inputs import emotion_inputs
 from emospoof.cm.thresholds import fixed_threshold
 from emospoof.core.checkpoint import load_weights
+from emospoof.core.errors import InputError, InputValueError
 from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, SPOOF, key_of
 from emospoof.metrics.asvspoof5 import cm_metrics
 from emospoof.metrics.asvspoof2019 import Metrics, evaluate_arrays
@@ -85,7 +86,7 @@ def _calibration(run: Run, eval_set: EvalSet, trials: list[Trial], values: np.nd
         return None
     try:
         calibration = fit_calibration(run.dev.scores, run.dev.keys == BONAFIDE)
-    except ValueError as err:
+    except InputError as err:  # e.g. dev scores of one class, or ranked upside down
         tqdm.write(f"warning: {eval_set.name}: no calibration: {err}")
         return {"error": str(err), "dev_scores": run.dev_path}
     llr_file = out_dir / f"{Path(eval_set.score_file).stem}_llr.txt"
@@ -101,7 +102,7 @@ def set_report(run: Run, eval_set: EvalSet, out_dir: Path, title: str,
     scores = run.scores[eval_set.name]
     trials, values, labels = _scored(eval_set.trials, scores)
     if not trials:
-        raise ValueError("no file of the set could be scored")
+        raise InputValueError("no file of the set could be scored")
     score_path = out_dir / eval_set.score_file
     write_score_file(score_path, eval_set.trials, scores)
     groups_path = score_path.with_name(f"{score_path.stem}_groups.tsv")
@@ -194,7 +195,7 @@ def system_report(run: Run, sets: list[EvalSet], out_dir: Path, title: str,
         per_model = {label: scores[eval_set.name] for label, scores in compare.items()} if compare else None
         try:
             report["datasets"][eval_set.name] = set_report(run, eval_set, out_dir, title, per_model)
-        except ValueError as err:  # e.g. every file of the set unreadable: report it, go on with the others
+        except InputError as err:  # e.g. every file of the set unreadable: report it, go on with the others
             tqdm.write(f"warning: {eval_set.name} ({eval_set.source}): {err}; it has no metrics")
             report["datasets"][eval_set.name] = {"error": str(err), "source": eval_set.source}
             continue

@@ -8,7 +8,9 @@ the spoof logit, so it reads as log-odds: ``p_bonafide`` is its sigmoid.
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -73,17 +75,22 @@ def read_labels(path: Path) -> dict[str, str]:
     """``path``-or-``file`` -> ``key`` (bonafide/spoof) from a tab-separated file with a header."""
     if not path.is_file():
         raise ConfigError(f"--calibrate: labels file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        columns = reader.fieldnames or []
-        name = next((c for c in ("path", "file") if c in columns), None)
-        if name is None or "key" not in columns:
-            raise ConfigError(f"{path}: expected a header with 'path' (or 'file') and 'key' columns")
-        labels = {}
-        for number, row in enumerate(reader, start=2):
-            if row["key"] not in CM_KEYS:
-                raise ConfigError(f"{path}:{number}: key must be bonafide or spoof, got {row['key']!r}")
-            labels[row[name]] = row["key"]
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # the mark some editors write is not part of the header
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+    columns = reader.fieldnames or []
+    name = next((c for c in ("path", "file") if c in columns), None)
+    if name is None or "key" not in columns:
+        raise ConfigError(f"{path}: expected a header with 'path' (or 'file') and 'key' columns")
+    labels = {}
+    for row in reader:
+        if row["key"] not in CM_KEYS:
+            raise ConfigError(f"{path}:{reader.line_num}: key must be bonafide or spoof, got {row['key']!r}")
+        labels[row[name]] = row["key"]
     return labels
 
 
@@ -197,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     files = find_audio_files(args.test_dir)
+    labels = read_labels(args.calibrate) if args.calibrate else None  # before scoring: a bad file stops at once
     if args.onnx:
         forward, nb_samp = onnx_forward(args.onnx, args.threads)
         model_file = args.onnx
@@ -229,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     threshold, source = args.threshold, "--threshold"
     if args.calibrate:
         file_scores = {r.path: file_score(r, args.aggregate) for r in scored}
-        calibration = calibrate(file_scores, read_labels(args.calibrate), args.calibrate)
+        calibration = calibrate(file_scores, labels, args.calibrate)
         threshold_file(model_file).write_text(json.dumps(calibration, indent=2) + "\n")
         tqdm.write(f"calibrated threshold {calibration['threshold']:.6f} (EER {calibration['eer_percent']:.2f} % "
                    f"on {calibration['n_bonafide']} bona fide / {calibration['n_spoof']} spoof files), "

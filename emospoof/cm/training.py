@@ -99,10 +99,17 @@ class CountermeasureTask:
         dev = metrics_for(self.dev_trials, scores, self.dev_asv)
         tdcf = dev["min_tdcf"] if dev["min_tdcf"] is not None else float("nan")
         return Validation({"dev_eer": dev["eer"], "dev_min_tdcf": tdcf}, dev["eer"],
-                          f"dev EER {dev['eer']:.3f} %  dev min t-DCF {tdcf:.5f}")
+                          f"dev EER {dev['eer']:.3f} %  dev min t-DCF {tdcf:.5f}", tie_break=dev["min_tdcf"])
 
-    def improves(self, value: float, best: float | None) -> bool:
-        return best is None or value <= best
+    def improves(self, validation: Validation, best: Validation | None) -> bool:
+        """A lower dev EER. Equal EERs are common (130 devkit dev trials give few distinct values):
+        a tie keeps the earlier model, unless the run has dev ASV scores and the new epoch's dev
+        min t-DCF is strictly lower."""
+        if best is None or validation.value < best.value:
+            return True
+        if validation.value > best.value or validation.tie_break is None or best.tie_break is None:
+            return False
+        return validation.tie_break < best.tie_break
 
     def new_best(self, epoch: int, row: dict) -> None:
         if distributed.is_main():

@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from emospoof.core.errors import InputError
 
-class ConfigError(Exception):
+
+class ConfigError(InputError):
     """A configuration problem; the message is one line naming the key or path."""
 
 

@@ -13,11 +13,12 @@ from typing import Iterator
 
 from data_utils import Trial
 from emospoof.core.emotions import normalise_emotion
+from emospoof.core.errors import InputError
 from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, SPOOF, SPOOF_INDEX
 from emospoof.core.text_lines import numbered_fields
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError, ValueError):
     """A dataset file or folder that cannot be used: one line naming it (and the line) and why."""
 
     def __init__(self, path: str | os.PathLike[str], problem: str, line: int | None = None) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from emospoof.core.errors import InputError
+
 CHUNK_BYTES = 1 << 20
 RETRY_DELAY_S = 2.0  # pause before resuming after a cut connection
 MAX_RETRIES = 3  # resumptions after cut connections within one run
@@ -20,7 +22,7 @@ TIMEOUT_S = 30.0  # socket timeout: a stalled transfer counts as a cut connectio
 USER_AGENT = "emospoof-downloader/1.0"
 
 
-class DownloadError(Exception):
+class DownloadError(InputError):
     """A download that could not be completed or verified; the message is one line saying what
     to do about it."""
 

@@ -19,6 +19,7 @@ from typing import Sequence, TypedDict
 import numpy as np
 import numpy.typing as npt
 
+from emospoof.core.errors import InputValueError
 from emospoof.core.labels import BONAFIDE, SPOOF
 from emospoof.metrics.score_files import AsvScores, read_asv_scores, read_cm_scores
 
@@ -66,9 +67,9 @@ def as_scores(values: npt.ArrayLike, name: str) -> np.ndarray:
     if scores.ndim != 1:
         raise ValueError(f"{name} scores must be one-dimensional, got shape {scores.shape}")
     if scores.size == 0:
-        raise ValueError(f"{name} scores are empty")
+        raise InputValueError(f"{name} scores are empty")
     if np.isnan(scores).any():
-        raise ValueError(f"{name} scores contain NaN")
+        raise InputValueError(f"{name} scores contain NaN")
     return scores
 
 
@@ -171,13 +172,13 @@ def compute_min_tdcf(
     )
     c2 = costs.c_fa_cm * costs.p_spoof * (1 - p_miss_spoof_asv)
     if c1 < 0 or c2 < 0:
-        raise ValueError(
+        raise InputValueError(
             f"t-DCF cost weights must be non-negative, got C1={c1:.6g}, C2={c2:.6g}: "
             "the ASV system or the cost model is unusable for t-DCF"
         )
     normaliser = min(c1, c2)
     if normaliser == 0:
-        raise ValueError(
+        raise InputValueError(
             f"t-DCF cannot be normalised: C1={c1:.6g}, C2={c2:.6g} "
             "(e.g. the ASV system rejects every spoof trial)"
         )
@@ -245,7 +246,7 @@ def evaluate_arrays(
     known = is_bonafide | (key_array == SPOOF)
     if not known.all():
         unknown = sorted(set(key_array[~known]))
-        raise ValueError(f"unknown CM keys {unknown}, expected {BONAFIDE!r} or {SPOOF!r}")
+        raise InputValueError(f"unknown CM keys {unknown}, expected {BONAFIDE!r} or {SPOOF!r}")
     bonafide, spoof = cm[is_bonafide], cm[~is_bonafide]
     eer, _ = compute_eer(bonafide, spoof)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from emospoof.core.errors import InputValueError
 from emospoof.core.labels import BONAFIDE, CM_KEYS, SPOOF
 from emospoof.metrics.asvspoof2019 import as_scores, compute_det_curve, compute_eer
 from emospoof.metrics.score_files import ScoreFileError, score_file_lines
@@ -232,7 +233,7 @@ def t_eer(asv_target: npt.ArrayLike, asv_nontarget: npt.ArrayLike, asv_spoof: np
         criterion = np.abs(b / c - p_fa_cm[cm_index] / (1 - p_miss_cm[cm_index]))
     usable = np.flatnonzero(criterion < np.inf)
     if usable.size == 0:
-        raise ValueError("t-EER is undefined: no ASV threshold where the tandem curves can meet")
+        raise InputValueError("t-EER is undefined: no ASV threshold where the tandem curves can meet")
     best = usable[np.argmin(criterion[usable])]
     return float(100 * (c[best] * p_fa_cm[cm_index[best]]))
 

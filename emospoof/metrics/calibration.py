@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from emospoof.core.errors import InputValueError
 from emospoof.core.labels import BONAFIDE
 from emospoof.metrics.asvspoof5 import act_dcf, cllr, min_dcf
 from emospoof.metrics.score_files import read_cm_scores, write_cm_scores
@@ -51,12 +52,12 @@ def fit_logistic(features: npt.ArrayLike, is_bonafide: npt.ArrayLike, prior: flo
         raise ValueError(f"features must be (trials, k) with one label per trial, got {x.shape} and {y.shape}")
     n_bonafide = int(y.sum())
     if n_bonafide == 0 or n_bonafide == y.size:
-        raise ValueError("calibration needs bona fide and spoof trials")
+        raise InputValueError("calibration needs bona fide and spoof trials")
     if not 0 < prior < 1:
         raise ValueError(f"prior must be in (0, 1), got {prior}")
     mean, scale = x.mean(axis=0), x.std(axis=0)
     if np.any(scale == 0):
-        raise ValueError("a score column is constant; it cannot be calibrated")
+        raise InputValueError("a score column is constant; it cannot be calibrated")
     design = np.hstack([(x - mean) / scale, np.ones((y.size, 1))])
     weight = np.where(y, prior / n_bonafide, (1 - prior) / (y.size - n_bonafide))
     prior_logit = np.log(prior / (1 - prior))
@@ -103,7 +104,7 @@ def fit_calibration(scores: npt.ArrayLike, is_bonafide: npt.ArrayLike) -> Calibr
     reverse the ranking (dev scores that rank spoofs above bona fide)."""
     weights, offset = fit_logistic(np.asarray(scores, dtype=np.float64)[:, None], is_bonafide)
     if weights[0] <= 0:
-        raise ValueError("the dev scores rank spoofs above bona fide trials; calibrating them would "
+        raise InputValueError("the dev scores rank spoofs above bona fide trials; calibrating them would "
                          "reverse every decision")
     return Calibration(float(weights[0]), offset)
 
@@ -128,7 +129,7 @@ def calibrate_files(dev_path: str | os.PathLike[str], eval_path: str | os.PathLi
     """Fit on a dev CM score file, write the eval file's scores as LLRs to ``output`` and report
     the dev fit and the eval metrics before and after (``evaluation.py --calibrate --apply``)."""
     if os.path.abspath(output) in (os.path.abspath(dev_path), os.path.abspath(eval_path)):
-        raise ValueError(f"{os.fspath(output)}: the calibrated file would overwrite an input")
+        raise InputValueError(f"{os.fspath(output)}: the calibrated file would overwrite an input")
     dev, evaluation = read_cm_scores(dev_path), read_cm_scores(eval_path)
     calibration = fit_calibration(dev.scores, dev.keys == BONAFIDE)
     write_cm_scores(output, replace(evaluation, scores=calibration.apply(evaluation.scores)))

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from emospoof.core.errors import InputValueError
 from emospoof.core.labels import BONAFIDE
 from emospoof.metrics.calibration import fit_logistic
 from emospoof.metrics.score_files import CmScores, ScoreFileError, read_cm_scores, write_cm_scores
@@ -66,7 +67,7 @@ def fuse_score_matrix(matrix: np.ndarray, method: str) -> np.ndarray:
     if method == "mean":
         spread = matrix.std(axis=1, keepdims=True)
         if np.any(spread == 0):
-            raise ValueError("a run gives every trial the same score; it cannot be standardised")
+            raise InputValueError("a run gives every trial the same score; it cannot be standardised")
         return ((matrix - matrix.mean(axis=1, keepdims=True)) / spread).mean(axis=0)
     if method == "softmax-vote":
         log_bonafide = np.logaddexp.reduce(_log_sigmoid(matrix), axis=0)
@@ -84,9 +85,9 @@ def fit_fusion(dev_matrix: np.ndarray, is_bonafide: np.ndarray) -> tuple[np.ndar
 
 def _read_runs(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[CmScores], np.ndarray]:
     if len(paths) < 2:
-        raise ValueError(f"fusion needs at least two score files, got {len(paths)}")
+        raise InputValueError(f"fusion needs at least two score files, got {len(paths)}")
     if len({os.path.abspath(path) for path in paths}) < len(paths):
-        raise ValueError("the same score file is given twice; each run must be fused once")
+        raise InputValueError("the same score file is given twice; each run must be fused once")
     runs = [read_cm_scores(path) for path in paths]
     return runs, align_runs(runs, paths)
 
@@ -99,11 +100,11 @@ def fuse_score_files(
     in the first file's order. ``logistic`` learns its weights on ``dev_paths``: the same runs'
     dev score files, in the same order."""
     if any(os.path.abspath(path) == os.path.abspath(output) for path in [*paths, *(dev_paths or [])]):
-        raise ValueError(f"{os.fspath(output)}: the fused file would overwrite one of its inputs")
+        raise InputValueError(f"{os.fspath(output)}: the fused file would overwrite one of its inputs")
     runs, matrix = _read_runs(paths)
     if method == "logistic":
         if dev_paths is None or len(dev_paths) != len(paths):
-            raise ValueError(f"logistic fusion learns its weights on dev: give the dev score files of the "
+            raise InputValueError(f"logistic fusion learns its weights on dev: give the dev score files of the "
                              f"{len(paths)} runs, in the same order (got {len(dev_paths or [])})")
         dev_runs, dev_matrix = _read_runs(dev_paths)
         weights, offset = fit_fusion(dev_matrix, dev_runs[0].keys == BONAFIDE)

@@ -10,10 +10,11 @@ import numpy as np
 import numpy.typing as npt
 
 from emospoof.core.emotions import HIGH_AROUSAL, LOW_AROUSAL, UNLABELLED
+from emospoof.core.errors import InputValueError
 from emospoof.core.labels import BONAFIDE, SPOOF
 from emospoof.metrics.asvspoof5 import cm_metrics
-from emospoof.metrics.operating_point import accepted, group_factors, operating_point
 from emospoof.metrics.asvspoof2019 import as_scores, compute_eer, eer_bootstrap_ci, evaluate_arrays
+from emospoof.metrics.operating_point import accepted, group_factors, operating_point
 from emospoof.metrics.score_files import AsvScores
 
 
@@ -149,7 +150,7 @@ def dataset_report(scores: npt.ArrayLike, is_bonafide: npt.ArrayLike, attacks: S
     cm = as_scores(scores, "CM")
     bonafide = np.asarray(is_bonafide, dtype=bool)
     if bonafide.all() or not bonafide.any():
-        raise ValueError("no bona fide or no spoof trial could be scored")
+        raise InputValueError("no bona fide or no spoof trial could be scored")
     report: dict = dict(evaluate_arrays(cm, np.where(bonafide, BONAFIDE, SPOOF), np.asarray(attacks), asv))
     report["per_attack"] = {a: e for a, e in report["per_attack"].items() if a != UNLABELLED}
     report["asvspoof5"] = cm_metrics(cm[bonafide], cm[~bonafide])

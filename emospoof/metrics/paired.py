@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputValueError
 from emospoof.core.labels import BONAFIDE
 from emospoof.metrics.asvspoof2019 import compute_eer
 from emospoof.metrics.operating_point import accepted
@@ -82,15 +83,15 @@ def paired_bootstrap(baseline: PairedScores, model: PairedScores, statistic: str
     bootstrap 95 % interval and p-value; ``subset`` (a mask over trials) restricts the FRR to
     those bona fide trials. Both groups must cover the same trials."""
     if baseline.utt_ids != model.utt_ids:
-        raise ValueError("the baseline and the model were scored on different trials")
+        raise InputValueError("the baseline and the model were scored on different trials")
     if statistic not in STATISTICS or not set(levels) <= set(LEVELS) or "trials" not in levels:
         raise ValueError(f"statistic must be one of {STATISTICS} and levels include 'trials', got {statistic}, {levels}")
     is_bonafide = baseline.is_bonafide
     in_subset = is_bonafide if subset is None else is_bonafide & subset
     if statistic == "frr" and (baseline.thresholds is None or model.thresholds is None or not in_subset.any()):
-        raise ValueError("the FRR needs each run's threshold and bona fide trials")
+        raise InputValueError("the FRR needs each run's threshold and bona fide trials")
     if statistic == "eer" and (is_bonafide.all() or not is_bonafide.any()):
-        raise ValueError("the EER needs bona fide and spoof trials")
+        raise InputValueError("the EER needs bona fide and spoof trials")
     everything = np.arange(is_bonafide.size)
     observed = (run_figures(model, statistic, everything, subset).mean()
                 - run_figures(baseline, statistic, everything, subset).mean())

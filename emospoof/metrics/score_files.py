@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 
 from emospoof.core.emotions import UNLABELLED, arousal_of
+from emospoof.core.errors import InputError
 from emospoof.core.labels import CM_KEYS, SPOOF, key_of
 from emospoof.core.text_lines import numbered_fields
 
@@ -35,7 +36,7 @@ class AsvScores:
     spoof: np.ndarray
 
 
-class ScoreFileError(ValueError):
+class ScoreFileError(InputError, ValueError):
     """A score file that cannot be used; the message names the file and, if known, the line."""
 
     def __init__(self, path: str | os.PathLike[str], problem: str, line: int | None = None):

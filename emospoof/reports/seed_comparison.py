@@ -125,11 +125,15 @@ def read_run(path: Path) -> Run:
     report_path = path / "eval_report.json"
     if not report_path.is_file() or not (path / "config.conf").is_file():
         raise ConfigError(f"{path}: not a finished run (needs config.conf and eval_report.json)")
+    report, config = (_read_json(file) for file in (report_path, path / "config.conf"))
+    return Run(path, config, report, report.get("training", {}).get("seed"))
+
+
+def _read_json(path: Path) -> dict:
     try:
-        report = json.loads(report_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{report_path}: invalid JSON ({err})") from None
-    return Run(path, json.loads((path / "config.conf").read_text()), report, report.get("training", {}).get("seed"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: invalid JSON ({err})") from None
 
 
 def find_runs(paths: list[Path]) -> list[Run]:

@@ -18,6 +18,7 @@ from data_utils import AudioError, SkipReport, Trial, load_audio
 from emospoof.core.checkpoint import write_atomically
 from emospoof.core.config import str_to_bool
 from emospoof.core.emotions import AROUSAL_VALENCE
+from emospoof.core.errors import InputValueError
 from emospoof.ser.ravdess import RAVDESS_EMOTION, class_names
 from emospoof.ser.report import REPORT, classification_report, print_report, write_report
 from models.emotion.egemaps import EGEMAPS_SET, egemaps_feature_names, egemaps_functionals
@@ -74,6 +75,9 @@ def feature_splits(config: dict, splits: dict[str, list[Trial]], output_dir: Pat
     cache = Path(config.get("feature_cache", output_dir / "egemaps_features.csv"))
     features = egemaps_features([t for split in splits.values() for t in split], cache, skipped)
     kept = {name: [t for t in trials if str(t.path) in features] for name, trials in splits.items()}
+    for name, trials in kept.items():
+        if not trials:
+            raise InputValueError(f"no clip of the {name} split could be read ({len(skipped)} skipped)")
     return {name: np.stack([features[str(t.path)] for t in trials]) for name, trials in kept.items()}, kept, cache
 
 

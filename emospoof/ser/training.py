@@ -28,6 +28,7 @@ from tqdm import tqdm
 from data_utils import SAMPLE_RATE, Batch, SkipReport, Trial, TrialDataset, find_audio_files, make_loader
 from emospoof.core.checkpoint import load_checkpoint
 from emospoof.core.config import ConfigError, str_to_bool
+from emospoof.core.errors import InputValueError
 from emospoof.reports.plots import plot_training_curves
 from emospoof.scoring.windows import score_windows, torch_forward
 from emospoof.ser.classifiers import ACRNNClassifier, HFClassifier, load_classifier
@@ -93,6 +94,13 @@ def clip_probabilities(classifier: Classifier, trials: list[Trial], crop: int, b
     return stacked.numpy(), kept, loss
 
 
+def split_report(name: str, kept: list[Trial], probabilities: np.ndarray, names: tuple[str, ...]) -> dict:
+    """The classification report of the clips of split ``name`` that could be scored (``kept``)."""
+    if not kept:
+        raise InputValueError(f"no clip of the {name} split could be read")
+    return classification_report([t.label for t in kept], probabilities.argmax(axis=1).tolist(), names)
+
+
 class SERTask:
     """The engine's task for an emotion classifier: class-weighted cross-entropy on augmented
     crops, dev macro-F1 for selection, the best epoch saved to ``run_dir/model``."""
@@ -114,12 +122,12 @@ class SERTask:
         probabilities, kept, dev_loss = clip_probabilities(
             self.classifier, self.splits["dev"], self.crop, self.config["batch_size"], self.config.get("num_workers", 0),
             self.skipped, self.weight, self.config.get("precision"), str_to_bool(self.config.get("compile", False)))
-        dev = classification_report([t.label for t in kept], probabilities.argmax(axis=1).tolist(), self.names)
+        dev = split_report("dev", kept, probabilities, self.names)
         return Validation({"dev_loss": dev_loss, "dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"]},
                           dev["macro_f1"], f"dev accuracy {100 * dev['accuracy']:.1f} %, dev macro-F1 {dev['macro_f1']:.3f}")
 
-    def improves(self, value: float, best: float | None) -> bool:
-        return best is None or value > best
+    def improves(self, validation: Validation, best: Validation | None) -> bool:
+        return best is None or validation.value > best.value
 
     def new_best(self, epoch: int, row: dict) -> None:
         if distributed.is_main():
@@ -183,7 +191,7 @@ def report_classifier(classifier: Classifier, config: dict, splits: dict[str, li
         probabilities, kept, _ = clip_probabilities(classifier, splits[name], crop, config["batch_size"],
                                                     config.get("num_workers", 0), skipped, None,
                                                     config.get("precision"), str_to_bool(config.get("compile", False)))
-        reports[name] = classification_report([t.label for t in kept], probabilities.argmax(axis=1).tolist(), names)
+        reports[name] = split_report(name, kept, probabilities, names)
         kept_splits[name] = kept
     print_report("dev", reports["dev"])
     return write_report(distributed.output_dir(run_dir), config, kept_splits, reports, extra, skipped)

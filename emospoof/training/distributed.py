@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputError
 
 T = TypeVar("T")
 _state: dict = {"cpu_group": None, "scratch": None}
@@ -119,21 +120,22 @@ def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
 
 def on_main(fn: Callable[..., T], *args) -> T:
     """``fn(*args)`` run by rank 0 alone (creating the run folder, writing a shared file); every
-    rank returns its result, or raises the ConfigError / ValueError it raised, so that no rank
-    waits for one that stopped."""
+    rank returns its result, or raises the input error (``emospoof.core.errors.InputError``) it
+    raised, so that no rank waits for one that stopped. Any other exception is a bug: rank 0 stops
+    with its traceback, and torchrun stops the others."""
     if not active():
         return fn(*args)
     outcome: list = [None]
     if is_main():
         try:
             outcome = [("ok", fn(*args))]
-        except (ConfigError, ValueError) as err:
+        except InputError as err:
             outcome = [(type(err).__name__, str(err))]
     dist.broadcast_object_list(outcome, src=0, group=_state["cpu_group"])
     kind, value = outcome[0]
     if kind == "ok":
         return value
-    raise (ConfigError if kind == "ConfigError" else ValueError)(value)
+    raise (ConfigError if kind == "ConfigError" else InputError)(value)
 
 
 def shard(items: list[T]) -> list[T]:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from data_utils import Batch, SkipReport
 from emospoof.core.checkpoint import CHECKPOINT, PREVIOUS, restore_rng_state, rng_state, save_checkpoint
 from emospoof.core.config import ConfigError, str_to_bool
+from emospoof.core.errors import InputValueError
 from emospoof.reports.plots import plot_training_curves
 from emospoof.training import distributed
 from emospoof.training.acceleration import (PRECISIONS, autocast, check_precision, first_call_timed, grad_scaler,
@@ -64,11 +65,13 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_wei
 @dataclass
 class Validation:
     """The result of validating after an epoch: CSV columns, the value models are selected on,
-    and the words of the epoch's log line."""
+    the words of the epoch's log line, and a second value that may break a tie on ``value``
+    (None: none; the task's ``improves`` decides how)."""
 
     columns: dict
     value: float
     text: str
+    tie_break: float | None = None
 
 
 class Task(Protocol):
@@ -88,8 +91,9 @@ class Task(Protocol):
     def validate(self, epoch: int) -> Validation:
         """Evaluate the model after an epoch's training (the same result on every rank)."""
 
-    def improves(self, value: float, best: float | None) -> bool:
-        """Whether ``value`` is a new best (``best`` is None before the first epoch)."""
+    def improves(self, validation: Validation, best: Validation | None) -> bool:
+        """Whether ``validation`` is a new best against the best epoch's (None before the first
+        epoch; after a resume it holds only ``value`` and ``tie_break``)."""
 
     def new_best(self, epoch: int, row: dict) -> None:
         """Keep the new best model; may add columns to the epoch's ``row``."""
@@ -142,7 +146,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """``--precision``, ``--compile`` and ``--tensorboard`` of ``main.py`` and ``train_ser.py``."""
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="bf16, fp16 (with gradient scaling) or fp32 (TF32 off); default: the config's "
-                             "'precision', else auto (bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU)")
+                             "'precision', else auto (bf16 on GPUs of compute capability 8.0+ such as A100/H100, "
+                             "fp16 on older ones such as V100/T4, fp32 on CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (training and scoring)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also log to TensorBoard in RUN_DIR/tensorboard (needs the tensorboard package)")
@@ -169,9 +174,19 @@ def settings_summary(settings: TrainSettings, batch_size: int) -> dict:
 
 @dataclass
 class FitResult:
+    """The epochs' rows, the best epoch's validation value, and whether patience ran out."""
+
     rows: list[dict]
     best: float | None
     stopped_early: bool
+
+
+def best_from_checkpoint(state: dict) -> Validation | None:
+    """The best epoch's validation as a checkpoint keeps it: ``best`` (its value, a float) and
+    ``best_tie_break`` (absent from checkpoints written before ties were broken: None)."""
+    if state["best"] is None:
+        return None
+    return Validation({}, state["best"], "", state.get("best_tie_break"))
 
 
 def new_run_dir(run_dir: Path) -> Path:
@@ -323,7 +338,7 @@ class Trainer:
         counts = torch.cat([totals, totals.new_full((1,), seen)])
         loss_sum, weight, correct, seen = distributed.sum_over_ranks(counts).tolist()
         if not seen:
-            raise ValueError("no training batch could be loaded (every file was skipped)")
+            raise InputValueError("no training batch could be loaded (every file was skipped)")
         return {"train_loss": loss_sum / weight, "train_accuracy": correct / seen}
 
     def _after_step(self, weight: torch.Tensor, loss: StepLoss, progress) -> None:
@@ -360,7 +375,7 @@ def fit(task: Task, loader, optimizer, scheduler, *, run_dir: Path, epochs: int,
         trainer.load_state_dict(resume)
         task.load_extra_state(resume["task"])
         _restore_rank_rng(resume, generator)
-        start, best, stale, rows = resume["epoch"], resume["best"], resume["stale"], resume["rows"]
+        start, best, stale, rows = resume["epoch"], best_from_checkpoint(resume), resume["stale"], resume["rows"]
         tqdm.write(f"resuming {run_dir} after epoch {start}")
     else:
         distributed.seed_for_rank(seed)
@@ -380,10 +395,10 @@ def fit(task: Task, loader, optimizer, scheduler, *, run_dir: Path, epochs: int,
         for failures in distributed.all_gather(sorted(skips.reasons.items())):
             skips.add(failures)  # files skipped by any rank
         validation = task.validate(epoch)
-        improved = task.improves(validation.value, best)
+        improved = task.improves(validation, best)
         row.update(validation.columns, lr=optimizer.param_groups[0]["lr"], new_best=int(improved))
         if improved:
-            best, stale = validation.value, 0
+            best, stale = validation, 0
             task.new_best(epoch, row)
         else:
             stale += 1
@@ -398,11 +413,13 @@ def fit(task: Task, loader, optimizer, scheduler, *, run_dir: Path, epochs: int,
                 log.epoch(row)
             save_checkpoint({
                 "model": task.model.state_dict(), **trainer.state_dict(), "task": task.extra_state(),
-                "rng": streams[0], "rng_per_rank": streams, "epoch": epoch, "seed": seed, "best": best,
+                "rng": streams[0], "rng_per_rank": streams, "epoch": epoch, "seed": seed,
+                "best": None if best is None else best.value,
+                "best_tie_break": None if best is None else best.tie_break,
                 "stale": stale, "rows": rows,
             }, run_dir)
     if distributed.is_main():
         plot_training_curves(rows, run_dir / CURVES_PNG)
         if log is not None:
             log.close()
-    return FitResult(rows, best, stopped_early)
+    return FitResult(rows, None if best is None else best.value, stopped_early)

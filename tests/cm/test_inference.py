@@ -252,6 +252,20 @@ def test_calibrated_threshold_is_stored_with_the_weights_and_reused(tiny, tmp_pa
     assert {row["decision"] for row in read_tsv(out)} == {"spoof"}
 
 
+def test_calibration_labels_that_are_not_utf8_are_one_line_naming_the_file_and_line(tiny, tmp_path, capsys):
+    labels = tmp_path / "labels.tsv"
+    names = tiny["names"]
+    labels.write_bytes(f"file\tkey\n{names[0]}\tbonafide\n".encode() + "caf\xe9.wav\tspoof\n".encode("latin-1"))
+    code, out = run_tiny(tiny, tmp_path, "--calibrate", str(labels))
+    assert code == 2 and not out.exists()  # stopped before scoring
+    assert capsys.readouterr().err.splitlines() == [f"error: {labels}:3: not UTF-8 text"]
+    # A byte-order mark (as some editors write) is not part of the header.
+    labels.write_bytes(b"\xef\xbb\xbf" + "".join(f"{n}\t{k}\n" for n, k in [
+        ("file", "key"), (names[0], "bonafide"), (names[1], "spoof")]).encode())
+    code, _ = run_tiny(tiny, tmp_path, "--calibrate", str(labels))
+    assert code == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # The fused block itself
 

@@ -6,8 +6,10 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 import main as main_module
+from data_utils import Batch, SkipReport
 from tests.conftest import REPO, TINY_MODEL, make_config, run_script, safetensors_weights, stop_after_first_checkpoint
 
 
@@ -159,3 +161,97 @@ def test_resume_from_a_truncated_only_checkpoint_is_one_line(tmp_path, tiny_la):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{run_dir / 'checkpoint.pth'} is corrupt" in lines[0], result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Model selection on ties
+
+
+class Linear(nn.Module):
+    """A countermeasure's interface around one linear layer: ``(embedding, logits)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x, Freq_aug=False):
+        return x, self.fc(x)
+
+
+class Epoch(list):
+    """The batches of an epoch, iterated as fit iterates a loader (no sampler to set)."""
+
+    sampler = None
+
+
+def select_over(tmp_path, monkeypatch, dev: list[tuple[float, float | None]], resume: dict | None = None):
+    """``engine.fit`` of a countermeasure task over ``len(dev)`` epochs (after ``resume``'s), whose
+    dev scoring gives the (EER, min t-DCF) pairs of ``dev`` (min t-DCF None: no dev ASV scores).
+    Returns the result, the task and the weights after each epoch."""
+    from emospoof.cm import training as cm_training
+    from emospoof.training.engine import fit
+
+    figures = iter(dev)
+    monkeypatch.setattr(cm_training, "score_trials", lambda *args, **kwargs: {})
+    monkeypatch.setattr(cm_training, "metrics_for",
+                        lambda trials, scores, asv: dict(zip(("eer", "min_tdcf"), next(figures))))
+    torch.manual_seed(0)
+    model = Linear()
+    run_dir = tmp_path / "run"
+    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    task = cm_training.CountermeasureTask(model, {"swa": True}, torch.device("cpu"), run_dir, [], None, SkipReport())
+    after_epoch = []
+    validate = task.validate
+    monkeypatch.setattr(task, "validate", lambda epoch: after_epoch.append(
+        {k: v.clone() for k, v in model.state_dict().items()}) or validate(epoch))
+    batches = Epoch([Batch(torch.randn(4, 8, generator=torch.Generator().manual_seed(i)), torch.tensor([0, 1] * 2),
+                           list("abcd"), [1] * 4, []) for i in range(2)])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    start = resume["epoch"] if resume else 0
+    result = fit(task, batches, optimizer, scheduler, run_dir=run_dir, epochs=start + len(dev), seed=0,
+                 generator=torch.Generator(), device=torch.device("cpu"), skips=SkipReport(), resume=resume)
+    return result, task, after_epoch
+
+
+def best_weights_are(run_dir, weights: dict) -> bool:
+    best = torch.load(run_dir / "weights" / "best.pth", weights_only=True)
+    return all(torch.equal(best[key], value) for key, value in weights.items())
+
+
+def test_equal_dev_eers_keep_the_first_epoch_and_average_it_once(tmp_path, monkeypatch):
+    """With 130 dev trials equal EERs are common: a tie is no new best (no replaced best.pth, no
+    second SWA copy of the same level). Without dev ASV scores nothing breaks the tie."""
+    result, task, after_epoch = select_over(tmp_path, monkeypatch, [(20.0, None), (20.0, None), (20.0, None)])
+    assert [row["new_best"] for row in result.rows] == [1, 0, 0]
+    assert not torch.equal(after_epoch[0]["fc.weight"], after_epoch[2]["fc.weight"])  # the model did move
+    assert best_weights_are(task.run_dir, after_epoch[0])
+    assert task.swa_model.n_averaged.item() == 1
+    assert result.best == 20.0
+    checkpoint = torch.load(task.run_dir / "checkpoint.pth", weights_only=True)
+    assert checkpoint["best"] == 20.0 and checkpoint["best_tie_break"] is None
+
+
+def test_a_tie_with_a_lower_dev_min_tdcf_replaces_the_best(tmp_path, monkeypatch):
+    dev = [(20.0, 0.5), (20.0, 0.5), (20.0, 0.6), (20.0, 0.4), (25.0, 0.1)]
+    result, task, after_epoch = select_over(tmp_path, monkeypatch, dev)
+    assert [row["new_best"] for row in result.rows] == [1, 0, 0, 1, 0]
+    assert best_weights_are(task.run_dir, after_epoch[3])
+    assert task.swa_model.n_averaged.item() == 2
+    checkpoint = torch.load(task.run_dir / "checkpoint.pth", weights_only=True)
+    assert result.best == checkpoint["best"] == 20.0 and checkpoint["best_tie_break"] == 0.4
+
+
+def test_resume_keeps_the_tie_break_and_reads_old_checkpoints(tmp_path, monkeypatch):
+    select_over(tmp_path, monkeypatch, [(20.0, 0.5)])
+    saved = tmp_path / "epoch1.pth"
+    shutil.copyfile(tmp_path / "run" / "checkpoint.pth", saved)
+    checkpoint = torch.load(saved, weights_only=True)
+    assert checkpoint["best"] == 20.0 and checkpoint["best_tie_break"] == 0.5
+    result, _, _ = select_over(tmp_path, monkeypatch, [(20.0, 0.5), (20.0, 0.4)], resume=checkpoint)
+    assert [row["new_best"] for row in result.rows] == [1, 0, 1]
+    # A checkpoint written before ties were broken: 'best' a float, no 'best_tie_break'.
+    checkpoint = torch.load(saved, weights_only=True)
+    del checkpoint["best_tie_break"]
+    result, _, _ = select_over(tmp_path, monkeypatch, [(20.0, 0.4), (19.0, 0.9)], resume=checkpoint)
+    assert [row["new_best"] for row in result.rows] == [1, 0, 1] and result.best == 19.0

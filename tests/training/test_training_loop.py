@@ -114,11 +114,43 @@ def test_precision_resolution(monkeypatch):
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision(None, torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    for supported, expected in ((True, "bf16"), (False, "fp16")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
-        assert resolve_precision("auto", torch.device("cuda")) == expected
     with pytest.raises(ConfigError, match="'precision'"):
         resolve_precision("fp8", torch.device("cpu"))
+
+
+# (name, compute capability, what auto picks): bf16 only where the tensor cores compute in it.
+GPUS = [("Tesla V100-SXM2-32GB", (7, 0), "fp16"), ("Tesla T4", (7, 5), "fp16"),
+        ("NVIDIA A100-SXM4-80GB", (8, 0), "bf16"), ("NVIDIA H200", (9, 0), "bf16")]
+
+
+def stub_gpu(monkeypatch, name: str, capability: tuple[int, int]) -> None:
+    """A CUDA device of ``capability``, as torch reports it; torch also says bf16 is supported,
+    as it does on a V100 (emulated)."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+
+
+@pytest.mark.parametrize("name,capability,expected", GPUS)
+def test_auto_precision_is_bf16_only_where_the_gpu_computes_it_natively(monkeypatch, capsys, name, capability,
+                                                                        expected):
+    stub_gpu(monkeypatch, name, capability)
+    for requested in ("auto", None):
+        assert resolve_precision(requested, torch.device("cuda")) == expected
+    assert resolve_precision("fp16", torch.device("cuda")) == "fp16"
+    assert capsys.readouterr().out == ""
+
+
+def test_explicit_bf16_on_a_gpu_without_native_bf16_runs_after_one_warning(monkeypatch, capsys):
+    stub_gpu(monkeypatch, "Tesla V100-PCIE-16GB (stub)", (7, 0))
+    for _ in range(3):  # every dev scoring resolves the precision again: one warning per process
+        assert resolve_precision("bf16", torch.device("cuda:0")) == "bf16"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["warning: precision bf16 on Tesla V100-PCIE-16GB (stub) (compute capability 7.0) is emulated "
+                     "and slow; fp16 (precision auto) uses its tensor cores"]
+    stub_gpu(monkeypatch, "NVIDIA H200 (stub)", (9, 0))
+    assert resolve_precision("bf16", torch.device("cuda")) == "bf16"
+    assert capsys.readouterr().out == ""
 
 
 def test_cudnn_autotuner_whenever_determinism_is_not_requested():

@@ -199,7 +199,8 @@ def select_over(tmp_path, monkeypatch, dev: list[tuple[float, float | None]], re
     model = Linear()
     run_dir = tmp_path / "run"
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-    task = cm_training.CountermeasureTask(model, {"swa": True}, torch.device("cpu"), run_dir, [], None, SkipReport())
+    task = cm_training.CountermeasureTask(model, {"swa": True}, torch.device("cpu"), run_dir, [], None, SkipReport(),
+                                          (0.5, 0.5))
     after_epoch = []
     validate = task.validate
     monkeypatch.setattr(task, "validate", lambda epoch: after_epoch.append(

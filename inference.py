@@ -18,12 +18,21 @@ from pathlib import Path
 
 from emospoof.cm.folder_scoring import AGGREGATES, run
 from emospoof.core.errors import InputError
+from emospoof.augment.preprocess import PREPROCESSING
 from emospoof.training.acceleration import PRECISIONS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="JSON config of the model (as for main.py)")
+    parser.add_argument("--config", help="JSON config of the model (as for main.py); not needed with --run")
+    parser.add_argument("--run", type=Path, metavar="RUN_DIR",
+                        help="a finished main.py run: its config, final weights, windows, preprocessing and dev "
+                             "EER threshold, so the decisions are main.py --eval's")
+    parser.add_argument("--emotion_calibrated", action="store_true",
+                        help="with --run: apply the run's emotion-aware calibration (RUN_DIR/emotion_calibrated/) "
+                             "and its dev threshold")
+    parser.add_argument("--preprocess", choices=PREPROCESSING,
+                        help="trim silence and set the loudness of each file first (default: the config's)")
     parser.add_argument("--test_dir", type=Path, help="folder of audio files, searched recursively")
     parser.add_argument("--output_file", type=Path, default=Path("scores.tsv"), help="default: scores.tsv")
     parser.add_argument("--errors_file", type=Path,
@@ -55,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--onnx", type=Path, metavar="PATH", help="score with this ONNX model (onnxruntime)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if not args.config and not args.run:
+        parser.error("--config is required (or --run RUN_DIR)")
+    if args.emotion_calibrated and not args.run:
+        parser.error("--emotion_calibrated goes with --run")
+    if args.run and (args.config or args.weights):
+        parser.error("--run takes the run's own config and weights: leave out --config and --weights")
     if not args.export_onnx and not args.test_dir:
         parser.error("--test_dir is required (or --export-onnx PATH)")
     for name in ("batch_size", "hop", "threads", "num_workers"):

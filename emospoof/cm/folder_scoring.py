@@ -22,13 +22,20 @@ from torch import nn
 from tqdm import tqdm
 
 from data_utils import NB_SAMP, SAMPLE_RATE, SkipReport, Trial, default_num_workers, find_audio_files, window_starts
+from emospoof.augment.preprocess import build_preprocess
 from emospoof.cm.config import load_config
-from emospoof.core.checkpoint import load_weights
+from emospoof.cm.emotion_calibrated import CALIBRATION_FILE, covariates_of
+from emospoof.cm.emotion_calibrated import FOLDER as CALIBRATED_FOLDER
+from emospoof.cm.emotion_inputs import emotion_inputs, takes_utterance_emotion
+from emospoof.cm.thresholds import run_threshold
+from emospoof.core.checkpoint import load_weights, weights_file
 from emospoof.core.config import ConfigError
 from emospoof.core.labels import BONAFIDE, CM_KEYS, SPOOF, cm_scores
 from emospoof.downloads.http import DownloadError
 from emospoof.downloads.registry import entry_for_path, fetch_weights
 from emospoof.metrics.asvspoof2019 import compute_eer
+from emospoof.metrics.emotion_calibration import EmotionCalibration
+from emospoof.metrics.operating_point import accepted
 from emospoof.scoring.onnx import export_onnx, onnx_forward
 from emospoof.scoring.windows import ScoringRun, score_windows, threaded_cpu_forward, torch_forward
 from emospoof.training.acceleration import resolve_precision, set_tf32
@@ -120,12 +127,14 @@ def file_score(result: FileScores, aggregate: str) -> float:
     return round(float(AGGREGATES[aggregate](result.windows)), 6)
 
 
-def output_rows(scored: list[FileScores], aggregate: str, threshold: float) -> list[dict]:
+def output_rows(scored: list[FileScores], scores: dict[str, float], threshold: float) -> list[dict]:
+    """One row per scored file: its score (rounded as written), p_bonafide, the decision at the
+    threshold (``metrics.operating_point.accepted``: bona fide above it) and its duration."""
     rows = []
     for result in scored:
-        score = file_score(result, aggregate)
+        score = round(scores[result.path], 6)
         rows.append({"path": result.path, "score": score, "p_bonafide": float(f"{sigmoid(score):.6g}"),
-                     "decision": BONAFIDE if score > threshold else SPOOF,
+                     "decision": BONAFIDE if accepted(score, threshold) else SPOOF,
                      "duration_s": round(result.duration_s, 3)})
     return rows
 
@@ -184,16 +193,67 @@ def load_model(args: argparse.Namespace, config: dict, device: torch.device) -> 
     return model.eval()
 
 
+@dataclass
+class Setting:
+    """How the files are scored: the config, the weights, the windows, the preprocessing, and the
+    threshold when one comes with them (a run's dev EER threshold)."""
+
+    config: dict
+    weights: Path | None
+    mode: str
+    preprocess: str | None
+    threshold: tuple[float, str] | None = None
+
+
+def scoring_setting(args: argparse.Namespace) -> Setting:
+    """``--run``: the run's config, final weights, eval windows (``eval_mode``), preprocessing and
+    dev EER threshold -- what ``main.py --eval`` applied to the run, so the decisions agree;
+    otherwise the config given, overlapping windows over each whole file, and no threshold yet."""
+    if args.run is None:
+        config = load_config(args.config)
+        return Setting(config, args.weights, "full", args.preprocess or config.get("preprocess"))
+    config = load_config(args.run / "config.conf")
+    weights = weights_file(args.run / "weights", "final")
+    if not weights.is_file():
+        raise ConfigError(f"--run: {args.run} has no final weights ({weights}); is the run finished?")
+    threshold = None if args.emotion_calibrated else run_threshold(args.run)
+    return Setting(config, weights, config.get("eval_mode", "first"), args.preprocess or config.get("preprocess"),
+                   threshold)
+
+
+def emotion_calibrated(args: argparse.Namespace, setting: Setting, trials: list[Trial], scores: dict[str, float],
+                       device: torch.device) -> tuple[dict[str, float], tuple[float, str]]:
+    """The run's emotion-calibrated scores of the files (``--emotion_calibrated``) and its dev threshold."""
+    path = args.run / CALIBRATED_FOLDER / CALIBRATION_FILE
+    if not path.is_file():
+        raise ConfigError(f"--emotion_calibrated: {path} not found (evaluate the run with an emotion_calibration "
+                          "section first, docs/emotion.md)")
+    record = json.loads(path.read_text())
+    calibration = EmotionCalibration(record["scale"], tuple(record["covariate_weights"]), record["offset"])
+    section = {"ser_config": record["ser_config"], "features": record["features"]}
+    covariates = covariates_of(section, trials, setting.config, device, SkipReport(tqdm.write),
+                               build_preprocess(setting.preprocess))
+    kept = [utt for utt in scores if utt in covariates]
+    values = calibration.apply([scores[utt] for utt in kept], np.stack([covariates[utt] for utt in kept]))
+    return dict(zip(kept, values.tolist())), (record["dev_eer_threshold"], f"emotion-calibrated dev EER ({path})")
+
+
 def run(args: argparse.Namespace) -> int:
     """``inference.py``: export to ONNX, or score the folder and write the output files; the exit
     code is 0 when every file was scored and 1 when some could not be."""
-    config = load_config(args.config)
+    setting = scoring_setting(args)
+    config = setting.config
+    args.weights = args.weights or setting.weights
     if args.threads and args.export_onnx:
         torch.set_num_threads(args.threads)
     nb_samp = config["model_config"].get("nb_samp", NB_SAMP)
 
     if args.export_onnx:
         model = load_model(args, config, torch.device("cpu"))
+        if takes_utterance_emotion(model):
+            raise ConfigError("ONNX export: this model is conditioned on the emotion of the whole utterance "
+                              "(emotion_source 'utterance'), computed per file outside the graph; export a model "
+                              "with emotion_source 'window', or score it with inference.py in PyTorch")
         difference = export_onnx(model, args.export_onnx, nb_samp)
         check = "" if difference is None else f"; onnxruntime vs PyTorch: max |logit difference| {difference:.2e}"
         print(f"exported {config['model_config']['architecture']} to {args.export_onnx} "
@@ -205,15 +265,19 @@ def run(args: argparse.Namespace) -> int:
 
     files = find_audio_files(args.test_dir)
     labels = read_labels(args.calibrate) if args.calibrate else None  # before scoring: a bad file stops at once
+    trials = [Trial(path.as_posix(), args.test_dir / path, -1) for path in files]
+    preprocess = build_preprocess(setting.preprocess)
+    skips = SkipReport(tqdm.write)
+    inputs, device = None, select_device(args.device)
     if args.onnx:
         forward, nb_samp = onnx_forward(args.onnx, args.threads)
         model_file = args.onnx
         backend = "onnxruntime"
     else:
-        device = select_device(args.device)
         precision = resolve_precision(args.precision, device)
         set_tf32(precision)
         model = load_model(args, config, device)
+        inputs = emotion_inputs(model, trials, config, device, skips, preprocess)
         if device.type == "cpu" and not (args.eager or args.compile or precision != "fp32"):
             forward = threaded_cpu_forward(optimise_for_cpu(model), args.threads or torch.get_num_threads())
             backend = f"PyTorch optimised on {device}"
@@ -226,30 +290,36 @@ def run(args: argparse.Namespace) -> int:
     hop = args.hop or config.get("eval_hop") or nb_samp // 2
     batch_size = args.batch_size or config["batch_size"]
     num_workers = args.num_workers if args.num_workers is not None else config.get("num_workers", default_num_workers())
-    tqdm.write(f"scoring {len(files)} file(s) under {args.test_dir} with {model_file} ({backend}), "
-               f"{nb_samp}-sample windows every {hop} samples")
-
-    trials = [Trial(path.as_posix(), args.test_dir / path, -1) for path in files]
-    run_result = score_windows(trials, forward, nb_samp, "full", hop, batch_size, num_workers,
-                               SkipReport(tqdm.write), progress=not args.no_progress, reject_silent=True)
+    windows = (f"{nb_samp}-sample windows every {hop} samples" if setting.mode == "full"
+               else f"the first {nb_samp} samples")
+    tqdm.write(f"scoring {len(files)} file(s) under {args.test_dir} with {model_file} ({backend}), {windows}"
+               f"{', ' + setting.preprocess if setting.preprocess not in (None, 'none') else ''}")
+    run_result = score_windows(trials, forward, nb_samp, setting.mode, hop, batch_size, num_workers, skips,
+                               progress=not args.no_progress, reject_silent=True, preprocess=preprocess,
+                               utterance_inputs=inputs)
     scored = file_results(run_result)
+    scores = {r.path: file_score(r, args.aggregate) for r in scored}
     errors = sorted((trial.utt_id, reason) for trial, reason in run_result.errors)
+    if args.emotion_calibrated:
+        scores, setting.threshold = emotion_calibrated(args, setting, trials, scores, device)
+        scored = [r for r in scored if r.path in scores]
     threshold, source = args.threshold, "--threshold"
     if args.calibrate:
-        file_scores = {r.path: file_score(r, args.aggregate) for r in scored}
-        calibration = calibrate(file_scores, labels, args.calibrate)
+        calibration = calibrate(scores, labels, args.calibrate)
         threshold_file(model_file).write_text(json.dumps(calibration, indent=2) + "\n")
         tqdm.write(f"calibrated threshold {calibration['threshold']:.6f} (EER {calibration['eer_percent']:.2f} % "
                    f"on {calibration['n_bonafide']} bona fide / {calibration['n_spoof']} spoof files), "
                    f"stored in {threshold_file(model_file)}")
         if threshold is None:
             threshold, source = calibration["threshold"], "calibrated now"
+    if threshold is None and setting.threshold is not None:
+        threshold, source = setting.threshold
     if threshold is None:
         threshold, source = stored_threshold(model_file), str(threshold_file(model_file))
     if threshold is None:
         threshold, source = 0.0, "default"
 
-    rows = output_rows(scored, args.aggregate, threshold)
+    rows = output_rows(scored, scores, threshold)
     write_rows(args.output_file, rows, OUTPUT_COLUMNS, args.format)
     errors_file = args.errors_file or args.output_file.with_name(args.output_file.stem + ".errors.tsv")
     write_rows(errors_file, [{"path": p, "reason": r} for p, r in errors], ("path", "reason"), "tsv")

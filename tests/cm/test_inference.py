@@ -338,3 +338,50 @@ def test_missing_official_weights_are_downloaded_on_first_run(server, shared_dir
     assert "downloading the official AASIST-L weights" in capsys.readouterr().out
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == entry.sha256
     assert list(file_scores(tmp_path / "s.tsv")) == ["a.wav"]
+
+
+# ---------------------------------------------------------------------------------------------
+# --run: a training run's config, weights, windows, preprocessing and dev threshold
+
+
+@pytest.mark.parametrize("eval_mode", ["first", "full"])
+def test_run_applies_the_runs_dev_threshold_and_decides_as_main_eval(tmp_path, tiny_la, eval_mode):
+    """A run trained by main.py scores a folder through inference.py --run exactly as its own
+    evaluation scored the same files: the same scores (within the optimised CPU path's 1e-4), the
+    run's dev EER threshold, and so the same decisions; trimmed and normalised in both when the
+    config says so."""
+    from main import main as main_entry
+    from tests.conftest import make_config
+
+    folder = tmp_path / "mine"
+    audio = tiny_la / "ASVspoof2019_LA_eval" / "flac"
+    protocol = (tiny_la / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.eval.trl.txt").read_text().split("\n")
+    rows = ["path\tkey"]
+    for line in filter(None, protocol):
+        _, utt, _, _, key = line.split()
+        (folder / key).mkdir(parents=True, exist_ok=True)
+        shutil.copy(audio / f"{utt}.flac", folder / key / f"{utt}.flac")
+        rows.append(f"{key}/{utt}.flac\t{key}")
+    (folder / "protocol.tsv").write_text("\n".join(rows) + "\n")
+    config = make_config(tmp_path, tiny_la, num_epochs=1, eval_mode=eval_mode, eval_hop=4000,
+                         preprocess="trim_normalise",
+                         eval_datasets=[{"name": "mine", "format": "protocol_tsv", "path": str(folder / "protocol.tsv")}])
+    main_entry(["--config", str(config), "--output_dir", str(tmp_path / "runs")])
+    run = next((tmp_path / "runs").iterdir())
+    report = json.loads((run / "eval_report.json").read_text())["datasets"]["mine"]
+    threshold = report["operating_points"]["fixed"]["threshold"]
+    main_scores = {f"{utt}.flac": score for utt, score in
+                   (line.split()[0::3] for line in open(report["score_file"]).read().splitlines())}
+    out = tmp_path / "inference.tsv"
+    assert inference.main(["--run", str(run), "--test_dir", str(folder), "--output_file", str(out),
+                           "--no_progress", "--threads", "1"]) == 0
+    rows = read_tsv(out)
+    assert len(rows) == len(main_scores) == 8
+    for row in rows:
+        main_score = float(main_scores[row["path"]])
+        assert float(row["score"]) == pytest.approx(main_score, abs=1e-4)
+        if abs(main_score - threshold) > 1e-3:
+            assert row["decision"] == ("bonafide" if main_score > threshold else "spoof"), row
+    assert {row["decision"] for row in rows} <= {"bonafide", "spoof"}
+    with pytest.raises(SystemExit):  # the run brings its own config
+        inference.parse_args(["--run", str(run), "--config", str(config), "--test_dir", str(folder)])

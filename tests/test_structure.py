@@ -211,27 +211,34 @@ def commands(text: str) -> list[list[str]]:
     return found
 
 
-def test_readme_commands_name_real_scripts_and_options():
-    """Every README command names an entry point (or module) that exists, and every option it
-    passes is one that entry point offers."""
+def test_readme_names_the_first_run_and_the_test_command():
     listed = commands(readme())
     assert any(c[:3] == ["inference.py", "--config", "config/AASIST.conf"] for c in listed)
     assert ["-m", "pytest", "-q", "-n", "auto", "--maxprocesses", "4", "--dist", "worksteal", "tests"] in listed
+
+
+def test_commands_of_the_readme_and_docs_name_real_scripts_options_and_configs():
+    """Every command in the README and the docs pages names an entry point, benchmark or module
+    that exists, every option it passes is one that script offers, and every config it names
+    exists."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    listed = [(page.name, command) for page in pages for command in commands(page.read_text())]
+    assert len(listed) > 40
     help_texts: dict[str, str] = {}
-    for command in listed:
+    for page, command in listed:
         if command[0] == "-m":
             module = command[1]
-            assert module == "pytest" or (REPO / (module.replace(".", "/") + ".py")).is_file(), command
+            assert module == "pytest" or (REPO / (module.replace(".", "/") + ".py")).is_file(), (page, command)
             continue
         script = command[0]
-        assert (REPO / script).is_file(), command
+        assert (REPO / script).is_file(), (page, command)
         if script not in help_texts:
             done = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True,
                                   timeout=120)
             assert done.returncode == 0, done.stderr
             help_texts[script] = done.stdout
         for option in (arg.split("=")[0] for arg in command[1:] if arg.startswith("--")):
-            assert option in help_texts[script], f"{' '.join(command)}: {script} has no option {option}"
+            assert option in help_texts[script], f"{page}: {' '.join(command)}: {script} has no option {option}"
         for value in command[1:]:
             if value.startswith("config/"):
-                assert (REPO / value).is_file(), f"{' '.join(command)}: {value} not found"
+                assert (REPO / value).is_file(), f"{page}: {' '.join(command)}: {value} not found"

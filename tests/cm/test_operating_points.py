@@ -13,7 +13,7 @@ import main as main_module
 from emospoof.metrics.asvspoof2019 import compute_eer
 from emospoof.metrics.score_files import read_cm_scores
 from models import build_model
-from tests.conftest import TINY_MODEL, make_config, write_lines
+from tests.conftest import REPO, TINY_MODEL, make_config, write_lines
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 CODES = {1: "neutral", 2: "calm", 3: "happy", 5: "angry"}
@@ -93,3 +93,32 @@ def test_a_threshold_given_on_the_command_line(tmp_path, evaluated):
     with pytest.raises(SystemExit):
         main_module.main(["--config", str(config), "--eval", "--threshold", "calibrated", "--output_dir",
                           str(tmp_path / "ev2")])
+
+
+def test_emotion_calibrated_system_is_reported_and_applied_by_inference(tmp_path, tiny_la):
+    """A run with emotion_calibration: its calibrated system gets a report folder of its own (a
+    config, scores, error rates at its own dev threshold) and inference.py --run
+    --emotion_calibrated gives the same calibrated scores for the same files."""
+    import inference
+
+    ser = {"backend": "egemaps", "ser_path": str(REPO / "models/weights/ser_egemaps_ravdess.json")}
+    config = make_config(tmp_path, tiny_la, num_epochs=1, eval_mode="full",
+                         emotion_calibration={"ser_config": ser, "features": "arousal_valence"})
+    main_module.main(["--config", str(config), "--output_dir", str(tmp_path / "runs")])
+    run = next((tmp_path / "runs").iterdir())
+    folder = run / "emotion_calibrated"
+    report = json.loads((folder / "eval_report.json").read_text())
+    assert json.loads((folder / "config.conf").read_text())["emotion_calibration"]["features"] == "arousal_valence"
+    la = report["datasets"]["la_eval"]
+    record = json.loads((folder / "emotion_calibration.json").read_text())
+    assert len(record["covariate_weights"]) == 2 and la["operating_points"]["fixed"]["threshold"] == pytest.approx(
+        record["dev_eer_threshold"])
+    assert json.loads((run / "eval_report.json").read_text())["emotion_calibrated"]["folder"] == str(folder)
+    calibrated = read_cm_scores(la["score_file"])
+    out = tmp_path / "scores.tsv"
+    eval_audio = tiny_la / "ASVspoof2019_LA_eval" / "flac"
+    assert inference.main(["--run", str(run), "--emotion_calibrated", "--test_dir", str(eval_audio),
+                           "--output_file", str(out), "--no_progress", "--threads", "1"]) == 0
+    rows = {line.split("\t")[0][:-5]: float(line.split("\t")[1]) for line in out.read_text().splitlines()[1:]}
+    for utt, score in zip(calibrated.utt_ids, calibrated.scores):
+        assert rows[utt] == pytest.approx(score, abs=1e-3)

@@ -79,10 +79,28 @@ def ravdess_cuts(shared_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def egemaps_cache(tmp_path_factory) -> Path:
-    """One eGeMAPS feature cache for the tests that extract RAVDESS functionals (extraction is the
-    slow part; the cache is keyed by file size and modification time)."""
-    return tmp_path_factory.mktemp("egemaps") / "egemaps_features.csv"
+def egemaps_cache(shared_dir, tmp_path_factory) -> Path:
+    """The eGeMAPS feature cache of the RAVDESS clips that the shipped eGeMAPS configs use (actors
+    1-12, five TTS emotions: 528 clips), filled once per test run. Extraction is the slow part
+    (about 50 s); the cache lies in the run's temporary folder that every xdist worker shares, and
+    the first worker to need it extracts while the others wait for it, where each used to extract
+    the same clips again. The cache is keyed by file size and modification time."""
+    from filelock import FileLock
+
+    from data_utils import SkipReport
+    from emospoof.ser.egemaps import egemaps_features
+    from emospoof.ser.ravdess import make_splits, read_ravdess
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if "PYTEST_XDIST_WORKER" in os.environ else root  # the parent of every popen-gwN
+    cache = root / "egemaps_features.csv"
+    with FileLock(str(root / "egemaps_features.lock")):
+        if not cache.is_file():
+            config = {**json.loads((REPO / "config/SER_egemaps_linear.conf").read_text()),
+                      "database_path": str(shared_dir / RAVDESS)}
+            splits = make_splits(read_ravdess(config["database_path"]), config, seed=0)
+            egemaps_features([t for trials in splits.values() for t in trials], cache, SkipReport())
+    return cache
 
 
 @pytest.fixture

@@ -126,7 +126,11 @@ def test_trains_on_the_devkit_below_chance_then_runs_through_eval_inference_and_
     config_path.write_text(json.dumps(config))
 
     run_dir, report = train_then_evaluate_again(config_path, tmp_path)
-    assert report["la_eval"]["min_tdcf"] is not None
+    assert report["n_skipped"] == 0 and report["la_eval"]["min_tdcf"] is not None
+    # The devkit's meta.tsv labels every LA eval file: eight emotions, nothing unlabelled.
+    assert set(report["la_eval"]["per_emotion"]) == {"angry", "calm", "disgust", "fearful", "happy", "neutral",
+                                                     "sad", "surprised"}
+    assert report["la_eval"]["n_unlabelled"] == {"bonafide": 0, "spoof": 0}
     print("AMSDF", assert_learned_below_chance(run_dir, report, loss_ratio=0.95))
     scores = assert_inference_paths_agree(config_path, run_dir / "weights/final.pth", shared_dir / "examples", tmp_path)
     assert len(scores) == 4

@@ -211,10 +211,22 @@ def commands(text: str) -> list[list[str]]:
     return found
 
 
+# The suite's command (README, docs/testing.md, .ci/run): parallel, and it names the slowest tests.
+TEST_COMMAND = ["-m", "pytest", "-q", "-n", "auto", "--maxprocesses", "4", "--dist", "worksteal", "--durations=15",
+                "tests"]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = [shlex.split(line)[1:] for line in (REPO / ".ci/run").read_text().splitlines()
+          if line.startswith(("python -m pytest", "python3 -m pytest"))]
+    assert ci == [TEST_COMMAND]
+    assert TEST_COMMAND in commands((REPO / "docs/testing.md").read_text())
+
+
 def test_readme_names_the_first_run_and_the_test_command():
     listed = commands(readme())
     assert any(c[:3] == ["inference.py", "--config", "config/AASIST.conf"] for c in listed)
-    assert ["-m", "pytest", "-q", "-n", "auto", "--maxprocesses", "4", "--dist", "worksteal", "tests"] in listed
+    assert TEST_COMMAND in listed
 
 
 def test_commands_of_the_readme_and_docs_name_real_scripts_options_and_configs():

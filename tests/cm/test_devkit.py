@@ -6,9 +6,15 @@ steps than a CPU test can afford (measured here: still ~40-50 % dev EER after ~1
 shipped devkit config fine-tunes the official AASIST-L weights with 1-second crops. One epoch of
 that (29 steps) must (a) lower the dev EER clearly below what the same weights give before
 training, and (b) end clearly below chance.
+
+Dev is scored over back-to-back 1-s windows (345 windows; the config's half-overlapping ones are
+497, for the same EER after training: 17.64 % both ways), and the run has no eval split, so
+main.py ends after selecting on dev: the LA evaluation of the devkit (every file labelled with an
+emotion, min t-DCF) is checked by tests/models/test_amsdf.py, which scores it anyway.
 """
 import csv
 import json
+from pathlib import Path
 
 import torch
 
@@ -24,18 +30,30 @@ from tests.conftest import REPO
 # 40 bona fide and 90 spoof dev trials: the standard error of an EER near 20 % is about
 # sqrt(0.2 * 0.8 / 40) = 6.3 points, so 20 % is more than four standard errors below chance (50 %).
 MAX_DEV_EER = 20.0
-# The official weights score about 30 % dev EER on 1-second windows before fine-tuning.
+# The official weights score about 33 % dev EER on back-to-back 1-second windows before
+# fine-tuning (30 % on half-overlapping ones).
 MIN_IMPROVEMENT = 5.0
+
+
+def devkit_without_eval(shared_dir: Path, root: Path) -> Path:
+    """The devkit's LA layout without its eval split (links to the rest)."""
+    devkit = shared_dir / "data/devkit/LA"
+    root.mkdir()
+    for name in ("ASVspoof2019_LA_train", "ASVspoof2019_LA_dev", "ASVspoof2019_LA_cm_protocols",
+                 "ASVspoof2019_LA_asv_scores"):
+        (root / name).symlink_to(devkit / name)
+    return root
 
 
 def test_short_devkit_run_learns(shared_dir, tmp_path):
     config = json.loads((REPO / "config" / "AASIST-L_devkit.conf").read_text())
+    config.pop("eval_datasets", None)  # the genuine-speech sets: tests/cm/test_operating_points.py
     for key in ("emo_dataset", "emo_bonafide_system"):
         config.pop(key, None)  # the emotional set has its own tests
-    config.update(database_path=str(shared_dir / "data/devkit/LA"),
+    config.update(database_path=str(devkit_without_eval(shared_dir, tmp_path / "LA")),
                   emotion_labels=str(shared_dir / "data/devkit/meta.tsv"),
                   init_weights=str(shared_dir / "reference/weights/AASIST-L.pth"),
-                  num_epochs=1, swa=False)
+                  num_epochs=1, swa=False, eval_hop=config["model_config"]["nb_samp"])
     config_path = tmp_path / "devkit.conf"
     config_path.write_text(json.dumps(config))
 
@@ -52,9 +70,6 @@ def test_short_devkit_run_learns(shared_dir, tmp_path):
     print(f"devkit dev EER: {before:.2f} % before training, {after:.2f} % after one epoch")
     assert after < MAX_DEV_EER
     assert after < before - MIN_IMPROVEMENT
-    report = json.loads((run_dir / "eval_report.json").read_text())
-    assert report["n_skipped"] == 0 and report["la_eval"]["min_tdcf"] is not None
-    # The devkit's meta.tsv labels every LA eval file: eight emotions, nothing unlabelled.
-    assert set(report["la_eval"]["per_emotion"]) == {"angry", "calm", "disgust", "fearful", "happy", "neutral",
-                                                     "sad", "surprised"}
-    assert report["la_eval"]["n_unlabelled"] == {"bonafide": 0, "spoof": 0}
+    # Every training and dev file was used; the dev ASV scores gave a min t-DCF.
+    assert rows[-1]["n_skipped"] == "0" and float(rows[-1]["dev_min_tdcf"]) > 0
+    assert json.loads((run_dir / "train_summary.json").read_text())["final"] == "best.safetensors"

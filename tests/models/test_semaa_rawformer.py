@@ -150,6 +150,7 @@ def devkit_config(shared_dir, architecture: str) -> dict:
     """The shipped devkit config with a tiny model on the whole devkit (472 training trials; dev,
     LA eval and the DSES emotional set scored over back-to-back windows), learning rate 3e-3."""
     config = json.loads((REPO / f"config/{architecture}_devkit.conf").read_text())
+    config.pop("eval_datasets", None)  # the genuine-speech sets: tests/cm/test_operating_points.py
     config["model_config"] = {**TINY[architecture], "nb_samp": RECIPE[architecture]["nb_samp"]}
     config["optim_config"]["base_lr"] = 3e-3
     config.update(database_path=str(shared_dir / "data/devkit/LA"), emo_dataset=str(shared_dir / "data/devkit/DSES"),

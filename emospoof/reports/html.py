@@ -119,6 +119,12 @@ def write_comparison_html(result: dict, path: Path, picture: Path) -> None:
             f"{entry['summary'][n]['mean']:.2f} ± {entry['summary'][n]['sd']:.2f}" if n in entry["summary"] else None
             for n in names] for label, entry in models.items()]
         parts += [f"<h2>{html.escape(topic)}</h2>", table(["model", "seeds", *names], rows)]
+    gaps = [[label, title, gap["gap"], f"[{gap['ci95'][0]:+.2f}, {gap['ci95'][1]:+.2f}]", gap["share_at_or_below_zero"],
+             gap["n_seeds"]] for label, entry in models.items() for title, gap in entry.get("arousal_frr_gap", {}).items()]
+    if gaps:
+        parts += ["<h2>Arousal FRR gap: high- minus low-arousal genuine speech rejected at the fixed threshold</h2>",
+                  table(["model", "set", "gap (points)", "95 % interval (seeds, then trials)", "share <= 0", "seeds"],
+                        gaps)]
     tests = [[label, name, test["difference"], f"[{test['ci95'][0]:+.2f}, {test['ci95'][1]:+.2f}]",
               f"{test['p_value']:.3g}", f"{test['n_seeds'][0]} vs {test['n_seeds'][1]}"]
              for label, entry in models.items() for name, test in entry["paired_vs_baseline"].items()]

@@ -10,7 +10,9 @@ emotion and the high- to low-arousal FRR ratio. Genuine-speech sets have the FRR
 Each group is compared with the first (the baseline) on the same trials by the two-level paired
 bootstrap of ``emospoof.metrics.paired`` (seeds, then trials): the EER of every set with both
 classes, and the FRR at the fixed threshold over all bona fide trials and over the high-arousal
-ones of every set with bona fide trials.
+ones of every set with bona fide trials. Per model and set, the high- minus low-arousal FRR at the
+fixed threshold gets the same two-level interval: does the model reject aroused genuine speech
+more often, counting its seeds and the trials?
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 
 from emospoof.core.config import ConfigError
 from emospoof.metrics.groups import arousal_gap, emotion_cells, worst_emotion
-from emospoof.metrics.paired import paired_bootstrap, paired_scores
+from emospoof.metrics.paired import frr_gap_interval, paired_bootstrap, paired_scores
 from emospoof.metrics.score_files import read_trial_groups
 from emospoof.reports.plots import plot_comparison
 
@@ -180,6 +182,29 @@ def summarise(runs: list[Run]) -> dict[str, dict]:
             for name, v in values.items()}
 
 
+def arousal_groups(run: Run, which: str, utt_ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Masks of the high- and low-arousal trials of a set, from its trial groups file."""
+    path = run.groups_file(which)
+    if path is None:
+        return None
+    groups = read_trial_groups(path)
+    arousal = [groups.get(utt, {}).get("arousal") for utt in utt_ids]
+    return np.array([a == "high" for a in arousal]), np.array([a == "low" for a in arousal])
+
+
+def arousal_gap_of(runs: list[Run], which: str, n_boot: int) -> dict | None:
+    """A model's high- minus low-arousal FRR on a set at its runs' thresholds, seeds and trials counted."""
+    files = [run.score_file(which) for run in runs]
+    thresholds = [run.threshold(which) for run in runs]
+    if None in files or None in thresholds:
+        return None
+    scores = paired_scores(files, thresholds)
+    masks = arousal_groups(runs[0], which, scores.utt_ids)
+    if masks is None or not (masks[0] & scores.is_bonafide).any() or not (masks[1] & scores.is_bonafide).any():
+        return None
+    return frr_gap_interval(scores, *masks, n_boot=n_boot)
+
+
 def paired_tests(baseline: list[Run], model: list[Run], which: str, n_boot: int) -> dict[str, dict]:
     """The paired tests of one set: EER, FRR at the fixed threshold, FRR of the high-arousal bona fide."""
     runs = baseline + model
@@ -195,12 +220,9 @@ def paired_tests(baseline: list[Run], model: list[Run], which: str, n_boot: int)
         tests["EER"] = paired_bootstrap(base, other, "eer", n_boot=n_boot)
     if both.thresholds is not None and both.is_bonafide.any():
         tests["FRR@thr"] = paired_bootstrap(base, other, "frr", n_boot=n_boot)
-        groups_path = runs[0].groups_file(which)
-        if groups_path is not None:
-            arousal = read_trial_groups(groups_path)
-            high = np.array([arousal.get(utt, {}).get("arousal") == "high" for utt in both.utt_ids])
-            if (high & both.is_bonafide).any():
-                tests["FRR@thr high arousal"] = paired_bootstrap(base, other, "frr", subset=high, n_boot=n_boot)
+        masks = arousal_groups(runs[0], which, both.utt_ids)
+        if masks is not None and (masks[0] & both.is_bonafide).any():
+            tests["FRR@thr high arousal"] = paired_bootstrap(base, other, "frr", subset=masks[0], n_boot=n_boot)
     return tests
 
 
@@ -212,7 +234,10 @@ def compare(groups: dict[str, list[Run]], n_boot: int = 1000) -> dict:
     result = {"baseline": labels[0], "sets": list(sets), "models": {}}
     for label, runs in groups.items():
         entry = {"runs": [str(run.path) for run in runs], "seeds": [run.seed for run in runs],
-                 "summary": summarise(runs), "paired_vs_baseline": {}}
+                 "summary": summarise(runs), "paired_vs_baseline": {}, "arousal_frr_gap": {}}
+        for which in dict.fromkeys(name for run in runs for name in run.sets):
+            if all(which in run.sets for run in runs) and (gap := arousal_gap_of(runs, which, n_boot)):
+                entry["arousal_frr_gap"][title_of(which)] = gap
         if label != labels[0]:
             common = [name for name in baseline[0].sets if all(name in run.sets for run in baseline + runs)]
             for which in common:
@@ -255,6 +280,15 @@ def format_markdown(result: dict) -> str:
         for label, entry in models.items():
             cells = [_cell(entry["summary"], name, 4 if "t-DCF" in name else 2) for name in names]
             lines.append(f"| {label} | {len(entry['runs'])} | " + " | ".join(cells) + " |")
+    lines += ["", "## Arousal FRR gap", "", "Each model's seed-mean FRR of high-arousal minus low-arousal bona fide "
+              "trials at each run's fixed threshold (points), with its two-level bootstrap 95 % interval and the "
+              "share of replicates at or below zero:", "",
+              "| model | set | gap (points) | 95 % interval | share <= 0 | seeds | bona fide high + low |",
+              "|---|---|---|---|---|---|---|"]
+    for label, entry in models.items():
+        for title, gap in entry["arousal_frr_gap"].items():
+            lines.append(f"| {label} | {title} | {gap['gap']:+.2f} | [{gap['ci95'][0]:+.2f}, {gap['ci95'][1]:+.2f}] | "
+                         f"{gap['share_at_or_below_zero']:.3f} | {gap['n_seeds']} | {gap['n_first']} + {gap['n_second']} |")
     lines += ["", "## Paired tests against the baseline", "",
               "Difference of seed means, model minus baseline, with its two-level bootstrap 95 % interval "
               "(seeds, then trials):", "",

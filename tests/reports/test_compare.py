@@ -11,7 +11,7 @@ import pytest
 import compare
 from emospoof.core.emotions import arousal_of
 from emospoof.metrics.asvspoof2019 import compute_eer
-from emospoof.metrics.paired import PairedScores, paired_bootstrap, paired_scores
+from emospoof.metrics.paired import PairedScores, frr_gap_interval, paired_bootstrap, paired_scores
 from tests.conftest import make_config, write_lines
 
 EMOTIONS = ("angry", "happy", "neutral", "sad")
@@ -181,3 +181,24 @@ def test_dev_eer_is_the_final_models_in_new_and_older_runs(tmp_path, final):
     training = {"best_epoch_dev_eer": 4.0, "swa_dev_eer": 3.0, "final": final}
     dev = Run(tmp_path, {}, {"training": training}, 1).metrics()["dev EER"]
     assert dev == (3.0 if final.startswith("swa") else 4.0)
+
+
+def test_the_arousal_frr_gap_counts_seeds_and_trials():
+    """Aroused genuine speech scored lower: a positive gap whose interval excludes zero; the same
+    scores for both groups: an interval around zero."""
+    rng = np.random.default_rng(5)
+    n = 300
+    is_bonafide = np.arange(n) < 200
+    high = np.arange(n) % 2 == 0
+    low = ~high
+    utts = [f"U{i:03d}" for i in range(n)]
+    shift = np.where(is_bonafide & high, -1.0, 0.0)
+    gapped = PairedScores(np.stack([np.where(is_bonafide, 1.0, -1.0) + shift + rng.standard_normal(n)
+                                    for _ in range(3)]), is_bonafide, utts, thresholds=np.zeros(3))
+    even = PairedScores(np.stack([np.where(is_bonafide, 1.0, -1.0) + rng.standard_normal(n) for _ in range(3)]),
+                        is_bonafide, utts, thresholds=np.zeros(3))
+    result = frr_gap_interval(gapped, high, low, n_boot=300)
+    assert result["gap"] > 15 and result["ci95"][0] > 0 and result["share_at_or_below_zero"] < 0.01
+    assert result["n_first"] == 100 and result["n_second"] == 100
+    none = frr_gap_interval(even, high, low, n_boot=300)
+    assert none["ci95"][0] < 0 < none["ci95"][1]

@@ -203,16 +203,19 @@ def plot_confusion(report: dict, names: tuple[str, ...], path: Path, title: str)
 
 def plot_operating_point(point: dict, path: str | os.PathLike[str], title: str) -> None:
     """FRR (bona fide rejected) and FAR (spoofs accepted) at one threshold, per emotion (else per
-    value of the point's first factor) and pooled, with bootstrap 95 % intervals; the two panels
-    share the threshold named in the title."""
+    value of the point's first factor) and pooled, with bootstrap 95 % intervals; a set of one
+    class gets its one panel. The threshold and where it comes from are in the title."""
+    import textwrap
+
     from matplotlib.figure import Figure
 
     factor = "emotion" if "emotion" in point["groups"] else next(iter(point["groups"]))
     cells = {**point["groups"][factor], "pooled": point["pooled"]}
-    figure = Figure(figsize=(max(6.0, 0.75 * len(cells) + 2.5), 4.2), layout="constrained")
-    for index, (rate, words) in enumerate((("frr", "bona fide rejected (FRR, %)"),
-                                           ("far", "spoofs accepted (FAR, %)")), start=1):
-        axes = figure.add_subplot(1, 2, index)
+    rates = [(rate, words) for rate, words in (("frr", "bona fide rejected (FRR, %)"), ("far", "spoofs accepted (FAR, %)"))
+             if any(cell[rate] is not None for cell in cells.values())]
+    figure = Figure(figsize=(max(4.5, 0.75 * len(cells) + 1.5) * len(rates), 4.4), layout="constrained")
+    for index, (rate, words) in enumerate(rates, start=1):
+        axes = figure.add_subplot(1, len(rates), index)
         names = list(cells)
         values = [cells[n][rate] for n in names]
         heights = [v["rate"] if v else 0.0 for v in values]
@@ -227,6 +230,6 @@ def plot_operating_point(point: dict, path: str | os.PathLike[str], title: str) 
         axes.set_ylim(0, 100)
         axes.set_ylabel(words)
         axes.grid(axis="y", alpha=0.3)
-    figure.suptitle(f"{title}\nthreshold {point['threshold']:.3f}: {point['source']} (bar labels: trials)",
-                    fontsize=9)
+    caption = f"threshold {point['threshold']:.3f}: {point['source']} (bar labels: trials)"
+    figure.suptitle("\n".join([title, *textwrap.wrap(caption, 90)]), fontsize=9)
     figure.savefig(path, dpi=120)

@@ -17,7 +17,7 @@ import main as main_module
 from data_utils import GroupBalancedSampler, Trial
 from emospoof.cm.group_robust import GroupDRO, check_group_config, class_weights, group_names
 from emospoof.core.config import ConfigError
-from tests.conftest import make_config
+from tests.conftest import REPO, make_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -87,7 +87,7 @@ def test_group_dro_weights_follow_a_hand_computation():
     assert torch.equal(restored.weights, dro.weights)
 
 
-def test_main_trains_with_a_balanced_sampler_and_group_dro(tmp_path, tiny_la):
+def test_main_trains_with_a_balanced_sampler_and_group_dro(tmp_path, tiny_la, capsys):
     labels = tmp_path / "labels.tsv"
     rows = ["utt_id\temotion"] + [f"LA_T_{i:07d}\t{'angry' if i % 4 < 2 else 'sad'}" for i in range(12)]
     labels.write_text("\n".join(rows) + "\n")
@@ -99,4 +99,12 @@ def test_main_trains_with_a_balanced_sampler_and_group_dro(tmp_path, tiny_la):
     weights = checkpoint["task"]["dro"]["weights"]
     assert len(weights) == 6 and float(weights.sum()) == pytest.approx(1.0)  # 2 keys x (high, low, unlabelled)
     assert not torch.allclose(weights, torch.full_like(weights, 1 / 6))  # they moved with the losses
+    # an SER places the unlabelled trials: only the corrupt file it cannot read is left in '-'
+    ser = {"backend": "egemaps", "ser_path": str(REPO / "models/weights/ser_egemaps_ravdess.json")}
+    config = make_config(tmp_path, tiny_la, "predicted.conf", num_epochs=1, emotion_labels=str(labels),
+                         group_robust={"groups": "arousal", "dro_step": 0.05, "ser_config": ser})
+    capsys.readouterr()
+    main_module.main(["--config", str(config), "--output_dir", str(tmp_path / "predicted")])
+    groups = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("training groups:"))
+    assert "bonafide/-" not in groups and "spoof/- 1" in groups, groups
     assert json.loads((run / "eval_report.json").read_text())["training"]["seed"] == 1234

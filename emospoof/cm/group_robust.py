@@ -2,7 +2,11 @@
 set's class counts, and group-robust training over (key x emotion group).
 
 Class weights (``class_weights``): ``balanced`` (default) weights each class by the inverse of its
-share of the training trials, so both classes carry the same total weight whatever the data;
+share of the trials the loss sees, so both classes carry the same total weight whatever the data
+(with the group-balanced sampler that share is the class's share of the groups, not of the
+trials: the sampler has already balanced the classes, and weighting by trial counts on top would
+count the rarer class twice); with group DRO no class weight is applied, since the groups already
+split the classes and DRO weighs each group by its loss;
 ``reference`` is the AASIST reference's 0.1 spoof / 0.9 bona fide (ASVspoof 2019 LA's ratio; on
 the devkit it gives bona fide 81 % of the loss); or a list ``[spoof, bona fide]``.
 
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 from data_utils import Trial
 from emospoof.core.config import ConfigError, check_keys, is_number
 from emospoof.core.emotions import UNLABELLED, arousal_of
-from emospoof.core.labels import BONAFIDE_INDEX, SPOOF_INDEX, key_of
+from emospoof.core.labels import BONAFIDE_INDEX, SPOOF_INDEX, key_of, label_of
 from emospoof.training import distributed
 from emospoof.training.engine import StepLoss
 
@@ -57,19 +61,26 @@ def check_group_config(config: dict) -> None:
     step = section.get("dro_step", 0.01)
     if not (is_number(step) and step >= 0):
         raise ConfigError(f"config key 'group_robust.dro_step': expected a number >= 0, got {step!r}")
+    if step > 0 and "class_weights" in config:
+        raise ConfigError("config key 'class_weights' does nothing with group DRO (group_robust.dro_step > 0), "
+                          "which weighs each (key x group) group by its loss; remove one of them")
     if section.get("sampler", "balanced") == "shuffle" and step == 0:
         raise ConfigError("config key 'group_robust': with sampler 'shuffle' and dro_step 0 it does nothing; "
                           "remove it or turn one of them on")
 
 
-def class_weights(config: dict, trials: list[Trial]) -> tuple[float, float]:
-    """(spoof, bona fide) weights of the cross-entropy, as ``class_weights`` says."""
+def class_weights(config: dict, trials: list[Trial], sampled_groups: list[str] | None = None) -> tuple[float, float]:
+    """(spoof, bona fide) weights of the cross-entropy, as ``class_weights`` says; ``balanced``
+    counts the trials, or the groups ``sampled_groups`` (``<key>/<group>`` names) when a
+    group-balanced sampler draws each of them equally often."""
     weights = config.get("class_weights", "balanced")
     if weights == "reference":
         return REFERENCE_WEIGHTS
     if isinstance(weights, list):
         return float(weights[SPOOF_INDEX]), float(weights[BONAFIDE_INDEX])
-    counts = np.bincount([t.label for t in trials], minlength=2).astype(float)
+    labels = [t.label for t in trials] if sampled_groups is None else [
+        label_of(name.split("/")[0]) for name in sampled_groups]
+    counts = np.bincount(labels, minlength=2).astype(float)
     if np.any(counts == 0):
         raise ConfigError("class_weights 'balanced': the training data hold only one class")
     inverse = counts.sum() / (2 * counts)

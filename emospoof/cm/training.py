@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -210,10 +211,23 @@ def finalise(task: CountermeasureTask, train_loader, best_eer: float, seed: int,
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def set_up_groups(task: CountermeasureTask, trials: list[Trial], config: dict, device: torch.device,
-                  skips: SkipReport, preprocess) -> list[int] | None:
-    """Group-robust training (``group_robust``): each training trial's group, group DRO on the
-    task, and the group of each trial for a balanced sampler (returned; None without one)."""
+@dataclass
+class TrainingGroups:
+    """Group-robust training's view of the training trials: each trial's group index, the group
+    names, and the groups a balanced sampler draws from (None: plain shuffling)."""
+    of: dict[str, int]
+    names: list[str]
+    balance: list[int] | None
+
+    @property
+    def sampled(self) -> list[str] | None:
+        return self.names if self.balance is not None else None
+
+
+def training_groups(trials: list[Trial], config: dict, device: torch.device, skips: SkipReport,
+                    preprocess) -> TrainingGroups | None:
+    """Group-robust training (``group_robust``): each training trial's group, from its emotion
+    label or else the SER's prediction; None without the section."""
     section = config.get("group_robust")
     if section is None:
         return None
@@ -225,10 +239,8 @@ def set_up_groups(task: CountermeasureTask, trials: list[Trial], config: dict, d
     names = group_names(trials, section.get("groups", "arousal"), predicted)
     index = {name: i for i, name in enumerate(sorted(set(names)))}
     tqdm.write("training groups: " + ", ".join(f"{name} {names.count(name)}" for name in index))
-    if section.get("dro_step", 0.01) > 0:
-        task.dro = GroupDRO(len(index), section.get("dro_step", 0.01), device)
-        task.group_of = {t.utt_id: index[name] for t, name in zip(trials, names)}
-    return [index[name] for name in names] if section.get("sampler", "balanced") == "balanced" else None
+    balance = [index[name] for name in names] if section.get("sampler", "balanced") == "balanced" else None
+    return TrainingGroups({t.utt_id: index[name] for t, name in zip(trials, names)}, sorted(index), balance)
 
 
 def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, seed: int,
@@ -247,15 +259,21 @@ def train(config: dict, model: nn.Module, run_dir: Path, device: torch.device, s
     fit_emotion_statistics(model, trials, train_inputs, config, device, skips, preprocess)
     train_set = TrialDataset(trials, config["model_config"].get("nb_samp", NB_SAMP), "train", augment=augmentation,
                              seed=seed, preprocess=preprocess, utterance_inputs=train_inputs)
+    groups = training_groups(trials, config, device, skips, preprocess)
     task = CountermeasureTask(model, config, device, run_dir, dev, dev_asv_scores, skips,
-                              class_weights(config, trials),
+                              class_weights(config, trials, groups.sampled if groups else None),
                               emotion_inputs(model, dev, config, device, skips, preprocess, "dev emotion inputs"))
-    tqdm.write(f"class weights (spoof, bona fide): {tuple(round(w, 4) for w in task.class_weight.tolist())}")
-    balance = set_up_groups(task, trials, config, device, skips, preprocess)
+    dro_step = config.get("group_robust", {}).get("dro_step", 0.01)
+    if groups is not None and dro_step > 0:
+        task.dro, task.group_of = GroupDRO(len(groups.names), dro_step, device), groups.of
+        tqdm.write(f"group DRO over {len(groups.names)} groups (step {dro_step}); no class weights")
+    else:
+        tqdm.write(f"class weights (spoof, bona fide): {tuple(round(w, 4) for w in task.class_weight.tolist())}")
     generator = torch.Generator()
     generator.manual_seed(seed)
     train_loader = make_loader(train_set, config["batch_size"], True, config.get("num_workers", default_num_workers()),
-                               seed, distributed.rank(), distributed.world_size(), generator, balance)
+                               seed, distributed.rank(), distributed.world_size(), generator,
+                               groups.balance if groups else None)
     steps = -(-len(train_loader) // settings.grad_accum_steps) * config["num_epochs"]
     optimizer, scheduler = create_optimizer(parameter_groups(model, config["optim_config"]), config["optim_config"], steps)
     result = fit(task, train_loader, optimizer, scheduler, run_dir=run_dir, epochs=config["num_epochs"], seed=seed,

@@ -37,6 +37,22 @@ def test_class_weights_from_the_counts_or_the_reference():
         check_group_config({"class_weights": "inverse"})
 
 
+def test_balanced_class_weights_follow_what_the_group_sampler_draws():
+    """Three spoof groups and two bona fide groups drawn equally often: spoof is 3/5 of the draws
+    whatever the trial counts, so the weights balance 3:2, not 30:10."""
+    trials = [trial(f"s{i}", 0) for i in range(30)] + [trial(f"b{i}", 1) for i in range(10)]
+    sampled = ["bonafide/high", "bonafide/low", "spoof/-", "spoof/high", "spoof/low"]
+    spoof, bonafide = class_weights({}, trials, sampled)
+    assert (spoof, bonafide) == pytest.approx((5 / 6, 5 / 4))
+    assert class_weights({"class_weights": [1, 3]}, trials, sampled) == (1.0, 3.0)
+
+
+def test_class_weights_with_group_dro_are_refused():
+    check_group_config({"class_weights": [1, 2], "group_robust": {"dro_step": 0}})
+    with pytest.raises(ConfigError, match="class_weights.*group DRO"):
+        check_group_config({"class_weights": [1, 2], "group_robust": {"dro_step": 0.01}})
+
+
 def test_groups_from_labels_else_the_prediction():
     trials = [trial("a", 1, "angry"), trial("b", 1, "sad"), trial("c", 0, "-"), trial("d", 0, "-")]
     assert group_names(trials, "arousal", {"c": "happy"}) == ["bonafide/high", "bonafide/low", "spoof/high", "spoof/-"]

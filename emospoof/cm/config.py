@@ -51,7 +51,7 @@ def check_emotion_calibration(config: dict) -> None:
     if not isinstance(section, dict) or "ser_config" not in section:
         raise ConfigError("config key 'emotion_calibration': expected an object with a 'ser_config'")
     check_keys(section, CALIBRATION_KEYS, "emotion_calibration.")
-    validate_ser_config(section["ser_config"])
+    validate_ser_config(section["ser_config"], "emotion_calibration.ser_config")
     if section.get("features", "arousal_valence") not in COVARIATES:
         raise ConfigError(f"config key 'emotion_calibration.features': expected one of {', '.join(COVARIATES)}, "
                           f"got {section['features']!r}")

@@ -20,6 +20,7 @@ from emospoof.corpora.asvspoof import ASVSPOOF5_AUDIO, la_audio_dir, la_protocol
 from emospoof.corpora.common import DatasetError, read_emotion_labels, with_emotions
 from emospoof.corpora.emotional import read_emotional_set
 from emospoof.metrics.score_files import AsvScores, read_asv_scores
+from models.emotion.branch import check_ser_file
 
 DEV_ASV_SCORES = "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.dev.gi.trl.scores.txt"
 TRACK_EVAL_NAMES = {"asvspoof2019_la": "la_eval", "asvspoof5": "asvspoof5_eval"}
@@ -139,6 +140,9 @@ def check_paths(config: dict, splits: list[str]) -> None:
         for key in ("path", "asv_scores", "emotion_labels"):
             if key in spec and not Path(spec[key]).exists():
                 raise ConfigError(f"config key 'eval_datasets[{i}].{key}': not found: {spec[key]}")
+    for section in ("group_robust", "emotion_calibration"):
+        if "ser_config" in config.get(section, {}):
+            check_ser_file(config[section]["ser_config"], f"{section}.ser_config")
     if "emotion_labels" in config and not Path(config["emotion_labels"]).is_file():
         raise ConfigError(f"config key 'emotion_labels': file not found: {config['emotion_labels']}")
     if "database_path" in config and not Path(config["database_path"]).is_dir():

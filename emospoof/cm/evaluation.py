@@ -29,7 +29,7 @@ from emospoof.cm.emotion_calibrated import FOLDER as CALIBRATED_FOLDER
 from emospoof.cm.emotion_calibrated import calibrated_system, write_calibrated_folder
 from emospoof.cm.emotion_inputs import emotion_inputs
 from emospoof.cm.thresholds import fixed_threshold
-from emospoof.core.checkpoint import load_weights
+from emospoof.core.checkpoint import load_weights, write_atomically
 from emospoof.core.errors import InputError, InputValueError
 from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, SPOOF, key_of
 from emospoof.metrics.asvspoof5 import cm_metrics
@@ -318,7 +318,12 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
     if conditions and "eval_condition" in config and track_set:
         report["conditions"] = evaluate_conditions(model, config, device, run_dir, track_set[0], skips)
     if "emotion_calibration" in config and conditions:
-        report["emotion_calibrated"] = _emotion_calibrated(run, sets, config, device, skips, run_dir, threshold, extra)
+        try:
+            report["emotion_calibrated"] = _emotion_calibrated(run, sets, config, device, skips, run_dir, threshold,
+                                                               extra)
+        except InputError as err:  # e.g. an SER without the covariate: the uncalibrated report still stands
+            tqdm.write(f"warning: emotion_calibration not done: {err}")
+            report["emotion_calibrated"] = {"error": str(err)}
     return _write_report(report, run_dir, skips, extra)
 
 
@@ -377,7 +382,8 @@ def _write_report(report: dict, run_dir: Path, skips: SkipReport, extra: dict | 
     if skips:
         skips.write(run_dir / "skipped_files.tsv")
         tqdm.write(f"{len(skips)} file(s) skipped, listed in {run_dir / 'skipped_files.tsv'}")
-    (run_dir / EVAL_REPORT).write_text(json.dumps(report, indent=2))
+    # Atomic: compare.py and seed runs read eval_report.json, possibly while this run writes it.
+    write_atomically(run_dir / EVAL_REPORT, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     write_eval_html(report, run_dir / REPORT_HTML, f"Evaluation: {run_dir.name}")
     tqdm.write(f"report: {run_dir / EVAL_REPORT}, {run_dir / REPORT_HTML}")
     return report

@@ -32,6 +32,7 @@ from emospoof.core.emotions import UNLABELLED, arousal_of
 from emospoof.core.labels import BONAFIDE_INDEX, SPOOF_INDEX, key_of, label_of
 from emospoof.training import distributed
 from emospoof.training.engine import StepLoss
+from models.emotion.branch import validate_ser_config
 
 REFERENCE_WEIGHTS = (0.1, 0.9)  # spoof (index 0), bona fide (index 1): the AASIST reference's
 GROUP_ROBUST_KEYS = {"groups", "sampler", "dro_step", "ser_config"}
@@ -52,6 +53,8 @@ def check_group_config(config: dict) -> None:
     if not isinstance(section, dict):
         raise ConfigError(f"config key 'group_robust': expected an object, got {section!r}")
     check_keys(section, GROUP_ROBUST_KEYS, "group_robust.")
+    if "ser_config" in section:
+        validate_ser_config(section["ser_config"], "group_robust.ser_config")
     if section.get("groups", "arousal") not in GROUPINGS:
         raise ConfigError(f"config key 'group_robust.groups': expected one of {', '.join(GROUPINGS)}, "
                           f"got {section['groups']!r}")

@@ -15,6 +15,8 @@ Every backend with an emotion classifier also gives the posterior over its class
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from emospoof.core.config import ConfigError, str_to_bool
@@ -78,19 +80,29 @@ class SERBranch(KeepsFrozen):
         return self.posterior(wave) @ table.to(wave.device)
 
 
-def validate_ser_config(ser_config: object) -> None:
-    """Check ``model_config.ser_config`` without loading anything (config validation time)."""
+def validate_ser_config(ser_config: object, key: str = "model_config.ser_config") -> None:
+    """Check an SER config (``key`` names it in errors) without loading anything (config
+    validation time)."""
     if not isinstance(ser_config, dict):
-        raise ConfigError("model_config.ser_config: expected an object with at least 'backend'")
-    for key in ser_config:
-        if key not in SER_KEYS:
-            raise ConfigError(f"unknown config key 'model_config.ser_config.{key}' "
+        raise ConfigError(f"{key}: expected an object with at least 'backend'")
+    for name in ser_config:
+        if name not in SER_KEYS:
+            raise ConfigError(f"unknown config key '{key}.{name}' "
                               f"(allowed: {', '.join(sorted(SER_KEYS))})")
     if ser_config.get("backend") not in BACKENDS:
-        raise ConfigError(f"model_config.ser_config.backend: expected one of {', '.join(BACKENDS)}, "
+        raise ConfigError(f"{key}.backend: expected one of {', '.join(BACKENDS)}, "
                           f"got {ser_config.get('backend')!r}")
     if ser_config["backend"] != "hf" and "layer" in ser_config:
-        raise ConfigError("model_config.ser_config.layer: only the 'hf' backend has layers to choose from")
+        raise ConfigError(f"{key}.layer: only the 'hf' backend has layers to choose from")
     if ser_config["backend"] != "acrnn" and "acrnn_dims" in ser_config:
-        raise ConfigError("model_config.ser_config.acrnn_dims: only for the 'acrnn' backend")
-    str_to_bool(ser_config.get("freeze", True), "model_config.ser_config.freeze")
+        raise ConfigError(f"{key}.acrnn_dims: only for the 'acrnn' backend")
+    str_to_bool(ser_config.get("freeze", True), f"{key}.freeze")
+
+
+def check_ser_file(ser_config: dict, key: str) -> None:
+    """An SER that a run builds only after training (for calibration or grouping) has its file:
+    checked at start-up, not found out after the training. A 'hf' path may be a hub id, and an
+    ACRNN without one is random (tests)."""
+    path = ser_config.get("ser_path")
+    if ser_config["backend"] != "hf" and path is not None and not Path(str(path)).is_file():
+        raise ConfigError(f"{key}.ser_path: file not found: {path}")

@@ -47,6 +47,14 @@ def test_balanced_class_weights_follow_what_the_group_sampler_draws():
     assert class_weights({"class_weights": [1, 3]}, trials, sampled) == (1.0, 3.0)
 
 
+def test_an_ser_file_that_is_missing_is_refused_before_training(tmp_path, tiny_la):
+    ser = {"backend": "egemaps", "ser_path": str(tmp_path / "absent.json")}
+    config = make_config(tmp_path, tiny_la, group_robust={"ser_config": ser})
+    with pytest.raises(SystemExit, match="2"):
+        main_module.main(["--config", str(config), "--output_dir", str(tmp_path / "runs")])
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_class_weights_with_group_dro_are_refused():
     check_group_config({"class_weights": [1, 2], "group_robust": {"dro_step": 0}})
     with pytest.raises(ConfigError, match="class_weights.*group DRO"):

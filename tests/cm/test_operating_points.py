@@ -122,3 +122,17 @@ def test_emotion_calibrated_system_is_reported_and_applied_by_inference(tmp_path
     rows = {line.split("\t")[0][:-5]: float(line.split("\t")[1]) for line in out.read_text().splitlines()[1:]}
     for utt, score in zip(calibrated.utt_ids, calibrated.scores):
         assert rows[utt] == pytest.approx(score, abs=1e-3)
+
+
+def test_a_failed_emotion_calibration_leaves_the_report_whole(tmp_path, evaluated, capsys):
+    """An SER without an emotion classifier gives no arousal/valence: the calibrated system is
+    not made, said in one line and in the report, and the run's own report is written in full."""
+    config, dev = evaluated
+    settings = json.loads(config.read_text())
+    settings["emotion_calibration"] = {"ser_config": {"backend": "acrnn"}, "features": "arousal_valence"}
+    config.write_text(json.dumps(settings))
+    main_module.main(["--config", str(config), "--eval", "--dev_scores", str(dev), "--output_dir", str(tmp_path / "ev")])
+    report = json.loads((next((tmp_path / "ev").iterdir()) / "eval_report.json").read_text())
+    assert "arousal/valence" in report["emotion_calibrated"]["error"]
+    assert report["datasets"]["genuine"]["operating_points"]["fixed"]["pooled"]["frr"]["n"] == 8
+    assert "warning: emotion_calibration not done" in capsys.readouterr().out

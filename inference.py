@@ -46,17 +46,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="how window scores make a file score (default: mean)")
     parser.add_argument("--window_scores", type=Path, help="also write every window's score to this file")
     parser.add_argument("--threshold", type=float,
-                        help="decision threshold on the score (default: the calibrated one stored "
-                             "with the weights, else 0)")
+                        help="decision threshold on the score (default: with --run the run's dev EER threshold, "
+                             "else the calibrated one stored with the weights, else 0)")
     parser.add_argument("--calibrate", type=Path, metavar="LABELS",
                         help="labels TSV (path/file, key) for the scored files: store their EER "
                              "threshold with the weights and use it")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--eager", action="store_true", help="plain eager fp32 model on CPU (no fusion)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="bf16, fp16 or fp32 (TF32 off); auto (default): bf16 on GPUs of compute capability "
-                             "8.0+ (A100, H100), fp16 on older ones (V100, T4), fp32 on CPU")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (eager PyTorch paths)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="bf16, fp16 or fp32 (TF32 off); auto: bf16 on GPUs of compute capability 8.0+ (A100, "
+                             "H100), fp16 on older ones (V100, T4), fp32 on CPU (default: the run's with --run, "
+                             "else auto)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (eager PyTorch paths; default: the run's with --run)")
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default: torch's)")
     parser.add_argument("--num_workers", type=int, help="audio-decoding processes (default: the config's)")
     parser.add_argument("--export-onnx", "--export_onnx", dest="export_onnx", type=Path, metavar="PATH",

@@ -16,7 +16,7 @@ import torch
 from data_utils import SkipReport, Trial
 from emospoof.augment.preprocess import build_preprocess
 from emospoof.cm.data import EvalSet, dev_trials
-from emospoof.cm.thresholds import fixed_threshold
+from emospoof.cm.emotion_inputs import ser_workers
 from emospoof.core.checkpoint import write_atomically
 from emospoof.core.config import ConfigError
 from emospoof.core.labels import BONAFIDE
@@ -26,6 +26,7 @@ from emospoof.scoring.utterances import utterance_features
 from models.emotion.branch import SERBranch
 
 FOLDER = "emotion_calibrated"
+SYSTEM = "emotion calibration"  # the report's "system": compare.py labels the folder "<run> + emotion calibration"
 CALIBRATION_FILE = "emotion_calibration.json"
 
 
@@ -41,38 +42,61 @@ def covariates_of(section: dict, trials: list[Trial], config: dict, device: torc
                   preprocess=None, desc: str = "calibration covariates") -> dict[str, np.ndarray]:
     """utterance id -> the emotion covariates of the whole recording."""
     ser = SERBranch(section["ser_config"]).to(device)
-    workers = 0 if device.type == "cuda" else config.get("num_workers")
     return utterance_features(trials, covariate_fn(ser, section.get("features", "arousal_valence"), device),
-                              preprocess, workers, desc, skips)
+                              preprocess, ser_workers(config, device), desc, skips)
 
 
-def calibrated_system(run, sets: list[EvalSet], config: dict, device: torch.device, skips: SkipReport,
-                      threshold: str | None):
-    """The emotion-calibrated version of ``run`` (a ``cm.evaluation.Run`` with dev scores) and
-    its calibration; trials without covariates (unreadable audio) are left out."""
+def calibrated_scores(calibration: EmotionCalibration, scores: dict[str, float],
+                      covariates: dict[str, np.ndarray]) -> dict[str, float]:
+    """The calibrated score of every utterance that has covariates (the others are left out)."""
+    kept = [utt for utt in scores if utt in covariates]
+    if not kept:
+        return {}
+    values = calibration.apply([scores[utt] for utt in kept], np.stack([covariates[utt] for utt in kept]))
+    return dict(zip(kept, values.tolist()))
+
+
+def calibrate_run(run_scores: dict[str, dict[str, float]], dev: CmScores, sets: list[EvalSet], config: dict,
+                  device: torch.device, skips: SkipReport) -> tuple[dict[str, dict[str, float]], CmScores,
+                                                                     EmotionCalibration]:
+    """A run's emotion calibration, fitted on its ``dev`` scores, and the calibrated scores of
+    every set in ``run_scores`` and of dev; trials without covariates (unreadable audio) are left out."""
     section = config["emotion_calibration"]
-    preprocess = build_preprocess(config.get("preprocess"))
-    dev_covariates = covariates_of(section, dev_trials(config), config, device, skips, preprocess,
-                                   "dev calibration covariates")
-    keep = np.array([utt in dev_covariates for utt in run.dev.utt_ids])
+    dev_covariates = covariates_of(section, dev_trials(config), config, device, skips,
+                                   build_preprocess(config.get("preprocess")), "dev calibration covariates")
+    keep = np.array([utt in dev_covariates for utt in dev.utt_ids])
     if not keep.any():
         raise ConfigError("emotion_calibration: none of the run's dev trials has covariates (are the dev scores "
                           "from this config's dev set?)")
-    dev_z = np.stack([dev_covariates[utt] for utt in run.dev.utt_ids[keep]])
-    calibration = fit_emotion_calibration(run.dev.scores[keep], dev_z, run.dev.keys[keep] == BONAFIDE)
-    dev = CmScores(run.dev.utt_ids[keep], run.dev.attacks[keep], run.dev.keys[keep],
-                   calibration.apply(run.dev.scores[keep], dev_z))
+    dev_z = np.stack([dev_covariates[utt] for utt in dev.utt_ids[keep]])
+    calibration = fit_emotion_calibration(dev.scores[keep], dev_z, dev.keys[keep] == BONAFIDE)
+    calibrated_dev = CmScores(dev.utt_ids[keep], dev.attacks[keep], dev.keys[keep],
+                              calibration.apply(dev.scores[keep], dev_z))
     scores = {}
     for eval_set in sets:
         z = covariates_of(section, eval_set.trials, config, device, skips, build_preprocess(eval_set.preprocess),
                           f"{eval_set.name} calibration covariates")
-        kept = [utt for utt in run.scores[eval_set.name] if utt in z]
-        values = calibration.apply([run.scores[eval_set.name][utt] for utt in kept], np.stack([z[u] for u in kept]))
-        scores[eval_set.name] = dict(zip(kept, values.tolist()))
-    source = "emotion-calibrated dev scores"
-    calibrated = type(run)(f"{run.label} + emotion calibration", scores, dev, source,
-                           fixed_threshold(threshold, dev, source))
-    return calibrated, calibration
+        scores[eval_set.name] = calibrated_scores(calibration, run_scores[eval_set.name], z)
+    return scores, calibrated_dev, calibration
+
+
+def read_calibration(run_dir: Path) -> tuple[EmotionCalibration, dict, float | None, Path]:
+    """A run's stored emotion calibration: the calibration, its SER section (``ser_config`` and
+    ``features``), the calibrated system's dev EER threshold, and the file."""
+    path = run_dir / FOLDER / CALIBRATION_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} not found (evaluate the run with an emotion_calibration section first, "
+                          "docs/emotion.md)")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        calibration = EmotionCalibration(float(record["scale"]), tuple(float(w) for w in record["covariate_weights"]),
+                                         float(record["offset"]))
+        section = {"ser_config": record["ser_config"], "features": record["features"]}
+        threshold = record["dev_eer_threshold"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: not an emotion calibration written by main.py ({type(err).__name__}: {err})") \
+            from None
+    return calibration, section, threshold, path
 
 
 def write_calibrated_folder(folder: Path, config: dict, calibration: EmotionCalibration, threshold: float | None) -> None:

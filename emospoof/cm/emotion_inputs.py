@@ -25,7 +25,8 @@ def takes_utterance_emotion(model: nn.Module) -> bool:
     return isinstance(model, EmotionConditionedModel) and model.emotion_source == "utterance"
 
 
-def _workers(config: dict, device: torch.device) -> int:
+def ser_workers(config: dict, device: torch.device) -> int:
+    """Loader workers for a pass of an SER (or the model's emotion part) over whole recordings."""
     # loader workers cannot use the GPU: there the SER runs in the main process
     return 0 if device.type == "cuda" else config.get("num_workers", default_num_workers())
 
@@ -37,7 +38,7 @@ def emotion_inputs(model: nn.Module, trials: list[Trial], config: dict, device: 
     if not takes_utterance_emotion(model):
         return None
     return utterance_features(trials, lambda wave: model.raw_emotion(wave.to(device)), preprocess,
-                              _workers(config, device), desc, skips)
+                              ser_workers(config, device), desc, skips)
 
 
 def predicted_emotions(ser: SERBranch, trials: list[Trial], config: dict, device: torch.device, skips: SkipReport,
@@ -46,7 +47,7 @@ def predicted_emotions(ser: SERBranch, trials: list[Trial], config: dict, device
     if not ser.labels:
         raise ConfigError("the SER has no emotion classifier to predict emotions with (see docs/emotion.md)")
     posteriors = utterance_features(trials, lambda wave: ser.posterior(wave.to(device)), preprocess,
-                                    _workers(config, device), desc, skips)
+                                    ser_workers(config, device), desc, skips)
     return {utt: normalise_emotion(ser.labels[int(np.argmax(p))]) for utt, p in posteriors.items()}
 
 
@@ -59,7 +60,7 @@ def fit_emotion_statistics(model: nn.Module, trials: list[Trial], inputs: Inputs
         return
     if inputs is None:
         inputs = utterance_features(trials, lambda wave: model.raw_emotion(wave.to(device)), preprocess,
-                                    _workers(config, device), "emotion statistics", skips)
+                                    ser_workers(config, device), "emotion statistics", skips)
     kept = [t for t in trials if t.utt_id in inputs]
     unlabelled = [t for t in kept if t.emotion == UNLABELLED]
     predicted = (predicted_emotions(model.ser, unlabelled, config, device, skips, preprocess)

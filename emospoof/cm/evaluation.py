@@ -26,9 +26,10 @@ from emospoof.augment.pipeline import build_eval_conditions
 from emospoof.augment.preprocess import build_preprocess
 from emospoof.cm.data import EvalSet, eval_sets, track_eval_name
 from emospoof.cm.emotion_calibrated import FOLDER as CALIBRATED_FOLDER
-from emospoof.cm.emotion_calibrated import calibrated_system, write_calibrated_folder
+from emospoof.cm.emotion_calibrated import SYSTEM as CALIBRATED_SYSTEM
+from emospoof.cm.emotion_calibrated import calibrate_run, write_calibrated_folder
 from emospoof.cm.emotion_inputs import emotion_inputs
-from emospoof.cm.thresholds import fixed_threshold
+from emospoof.cm.thresholds import THRESHOLD_KINDS, fixed_threshold
 from emospoof.core.checkpoint import load_weights, write_atomically
 from emospoof.core.errors import InputError, InputValueError
 from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, SPOOF, key_of
@@ -329,17 +330,25 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
 
 def _emotion_calibrated(run: Run, sets: list[EvalSet], config: dict, device: torch.device, skips: SkipReport,
                         run_dir: Path, threshold: str | None, extra: dict | None) -> dict:
-    """The run's emotion-calibrated system, reported in its own folder; its headline here."""
+    """The run's emotion-calibrated system, reported in its own folder (``system``
+    'emotion-calibrated', so compare.py keeps it apart from the run); its headline here. Its
+    threshold comes from its own dev scores: a number given for the run's scores means nothing
+    on calibrated log-likelihood ratios."""
     if run.dev is None:
         tqdm.write("warning: emotion_calibration needs the model's dev scores; not done")
         return {"error": "no dev scores"}
-    calibrated, calibration = calibrated_system(run, sets, config, device, skips, threshold)
+    scores, dev, calibration = calibrate_run(run.scores, run.dev, sets, config, device, skips)
+    kind = threshold if threshold in THRESHOLD_KINDS else None
+    if threshold is not None and kind is None:
+        tqdm.write(f"note: --threshold {threshold} applies to the run's scores; the emotion-calibrated system "
+                   "is reported at its own dev EER threshold")
+    source = "emotion-calibrated dev scores"
+    calibrated = Run(f"{run.label} + emotion calibration", scores, dev, source, fixed_threshold(kind, dev, source))
     folder = run_dir / CALIBRATED_FOLDER
-    write_calibrated_folder(folder, config, calibration, calibrated.threshold and calibrated.threshold[0])
-    report = system_report(calibrated, sets, folder, calibrated.label)
+    write_calibrated_folder(folder, config, calibration, calibrated.threshold[0])
+    report = {"system": CALIBRATED_SYSTEM, **system_report(calibrated, sets, folder, calibrated.label)}
     _write_report(report, folder, SkipReport(tqdm.write), extra)
-    return {"folder": str(folder), "calibration": calibration.as_dict(),
-            "summary": report["summary"]}
+    return {"folder": str(folder), "calibration": calibration.as_dict(), "summary": report["summary"]}
 
 
 def evaluate_checkpoints(model: nn.Module, weights: list[Path], config: dict, device: torch.device, run_dir: Path,

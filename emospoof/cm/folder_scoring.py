@@ -24,23 +24,20 @@ from tqdm import tqdm
 from data_utils import NB_SAMP, SAMPLE_RATE, SkipReport, Trial, default_num_workers, find_audio_files, window_starts
 from emospoof.augment.preprocess import build_preprocess
 from emospoof.cm.config import load_config
-from emospoof.cm.emotion_calibrated import CALIBRATION_FILE, covariates_of
-from emospoof.cm.emotion_calibrated import FOLDER as CALIBRATED_FOLDER
+from emospoof.cm.emotion_calibrated import calibrated_scores, covariates_of, read_calibration
 from emospoof.cm.emotion_inputs import emotion_inputs, takes_utterance_emotion
 from emospoof.cm.thresholds import run_threshold
 from emospoof.core.checkpoint import load_weights, weights_file
-from emospoof.core.config import ConfigError
+from emospoof.core.config import ConfigError, str_to_bool
 from emospoof.core.labels import BONAFIDE, CM_KEYS, SPOOF, cm_scores
 from emospoof.downloads.http import DownloadError
 from emospoof.downloads.registry import entry_for_path, fetch_weights
 from emospoof.metrics.asvspoof2019 import compute_eer
-from emospoof.metrics.emotion_calibration import EmotionCalibration
 from emospoof.metrics.operating_point import accepted
 from emospoof.scoring.onnx import export_onnx, onnx_forward
-from emospoof.scoring.windows import ScoringRun, score_windows, threaded_cpu_forward, torch_forward
+from emospoof.scoring.windows import ScoringRun, score_windows, scoring_forward
 from emospoof.training.acceleration import resolve_precision, set_tf32
 from models import build_model
-from models.layers.fused import optimise_for_cpu
 from utils import select_device
 
 OUTPUT_COLUMNS = ("path", "score", "p_bonafide", "decision", "duration_s")
@@ -195,47 +192,46 @@ def load_model(args: argparse.Namespace, config: dict, device: torch.device) -> 
 
 @dataclass
 class Setting:
-    """How the files are scored: the config, the weights, the windows, the preprocessing, and the
-    threshold when one comes with them (a run's dev EER threshold)."""
+    """How the files are scored: the config, the weights, the windows, the preprocessing, the
+    precision and compilation, and the threshold when one comes with them (a run's dev EER
+    threshold)."""
 
     config: dict
     weights: Path | None
     mode: str
     preprocess: str | None
+    precision: str | None
+    compile: bool
     threshold: tuple[float, str] | None = None
 
 
 def scoring_setting(args: argparse.Namespace) -> Setting:
-    """``--run``: the run's config, final weights, eval windows (``eval_mode``), preprocessing and
-    dev EER threshold -- what ``main.py --eval`` applied to the run, so the decisions agree;
-    otherwise the config given, overlapping windows over each whole file, and no threshold yet."""
+    """``--run``: the run's config, final weights, eval windows (``eval_mode``), preprocessing,
+    precision, compilation and dev EER threshold -- what ``main.py --eval`` applied to the run, so
+    the decisions agree (options given on the command line win); otherwise the config given,
+    overlapping windows over each whole file, the options, and no threshold yet."""
     if args.run is None:
         config = load_config(args.config)
-        return Setting(config, args.weights, "full", args.preprocess or config.get("preprocess"))
+        return Setting(config, args.weights, "full", args.preprocess or config.get("preprocess"), args.precision,
+                       args.compile)
     config = load_config(args.run / "config.conf")
     weights = weights_file(args.run / "weights", "final")
     if not weights.is_file():
         raise ConfigError(f"--run: {args.run} has no final weights ({weights}); is the run finished?")
-    threshold = None if args.emotion_calibrated else run_threshold(args.run)
+    needs_threshold = args.threshold is None and not (args.emotion_calibrated or args.export_onnx)
     return Setting(config, weights, config.get("eval_mode", "first"), args.preprocess or config.get("preprocess"),
-                   threshold)
+                   args.precision or config.get("precision"),
+                   args.compile or str_to_bool(config.get("compile", False), "compile"),
+                   run_threshold(args.run) if needs_threshold else None)
 
 
 def emotion_calibrated(args: argparse.Namespace, setting: Setting, trials: list[Trial], scores: dict[str, float],
                        device: torch.device) -> tuple[dict[str, float], tuple[float, str]]:
     """The run's emotion-calibrated scores of the files (``--emotion_calibrated``) and its dev threshold."""
-    path = args.run / CALIBRATED_FOLDER / CALIBRATION_FILE
-    if not path.is_file():
-        raise ConfigError(f"--emotion_calibrated: {path} not found (evaluate the run with an emotion_calibration "
-                          "section first, docs/emotion.md)")
-    record = json.loads(path.read_text())
-    calibration = EmotionCalibration(record["scale"], tuple(record["covariate_weights"]), record["offset"])
-    section = {"ser_config": record["ser_config"], "features": record["features"]}
+    calibration, section, threshold, path = read_calibration(args.run)
     covariates = covariates_of(section, trials, setting.config, device, SkipReport(tqdm.write),
                                build_preprocess(setting.preprocess))
-    kept = [utt for utt in scores if utt in covariates]
-    values = calibration.apply([scores[utt] for utt in kept], np.stack([covariates[utt] for utt in kept]))
-    return dict(zip(kept, values.tolist())), (record["dev_eer_threshold"], f"emotion-calibrated dev EER ({path})")
+    return calibrated_scores(calibration, scores, covariates), (threshold, f"emotion-calibrated dev EER ({path})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -274,18 +270,14 @@ def run(args: argparse.Namespace) -> int:
         model_file = args.onnx
         backend = "onnxruntime"
     else:
-        precision = resolve_precision(args.precision, device)
+        precision = resolve_precision(setting.precision, device)
         set_tf32(precision)
         model = load_model(args, config, device)
         inputs = emotion_inputs(model, trials, config, device, skips, preprocess)
-        if device.type == "cpu" and not (args.eager or args.compile or precision != "fp32"):
-            forward = threaded_cpu_forward(optimise_for_cpu(model), args.threads or torch.get_num_threads())
-            backend = f"PyTorch optimised on {device}"
-        else:
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            forward = torch_forward(model, device, precision=precision, compile_model=args.compile)
-            backend = f"PyTorch {'compiled' if args.compile else 'eager'} on {device}, {precision}"
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        forward, backend = scoring_forward(model, device, precision, setting.compile, threads=torch.get_num_threads(),
+                                           fuse=not args.eager)
         model_file = args.weights or Path(config["model_path"])
     hop = args.hop or config.get("eval_hop") or nb_samp // 2
     batch_size = args.batch_size or config["batch_size"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from emospoof.core.config import ConfigError
+from emospoof.core.errors import InputValueError
 from emospoof.core.labels import BONAFIDE
 from emospoof.metrics.asvspoof5 import bayes_threshold
 from emospoof.metrics.asvspoof2019 import compute_eer
@@ -30,9 +31,10 @@ def threshold_from_dev(dev: CmScores, kind: str, source: str) -> tuple[float, st
     if kind == "dev_eer":
         eer, threshold = compute_eer(dev.scores[is_bonafide], dev.scores[~is_bonafide])
         return float(threshold), f"dev EER threshold ({100 * eer:.2f} % EER on {source})"
-    calibration = fit_calibration(dev.scores, is_bonafide)
-    if calibration.scale <= 0:
-        raise ConfigError(f"{source}: the dev calibration reverses the scores; no calibrated threshold")
+    try:
+        calibration = fit_calibration(dev.scores, is_bonafide)
+    except InputValueError as err:  # dev scores ranked upside down
+        raise ConfigError(f"{source}: no calibrated threshold: {err}") from None
     return (float((bayes_threshold() - calibration.offset) / calibration.scale),
             f"calibrated Bayes threshold (LLR {bayes_threshold():.3f}, calibration fitted on {source})")
 

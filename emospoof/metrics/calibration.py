@@ -105,7 +105,7 @@ def fit_calibration(scores: npt.ArrayLike, is_bonafide: npt.ArrayLike) -> Calibr
     weights, offset = fit_logistic(np.asarray(scores, dtype=np.float64)[:, None], is_bonafide)
     if weights[0] <= 0:
         raise InputValueError("the dev scores rank spoofs above bona fide trials; calibrating them would "
-                         "reverse every decision")
+                              "reverse every decision")
     return Calibration(float(weights[0]), offset)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,15 @@ class Run:
     seed: int | None
 
     @property
+    def system(self) -> str:
+        """What the report is of beyond the run itself, e.g. 'emotion calibration' for a run's
+        emotion-calibrated system (``<run>/emotion_calibrated/``); '' for the run."""
+        return self.report.get("system", "")
+
+    @property
     def label(self) -> str:
+        if self.system:
+            return f"{SEED_SUFFIX.sub('', self.path.parent.name)} + {self.system}"
         return SEED_SUFFIX.sub("", self.path.name)
 
     @property
@@ -54,14 +63,13 @@ class Run:
         return {name: r for name, r in self.report.get("datasets", {}).items() if "error" not in r}
 
     def found(self, name: str) -> Path:
-        """A file the report names as the run saw it (often relative to where it was started); a run
-        folder that was moved, or read from elsewhere, still has it beside its report."""
-        path = Path(name)
-        if not path.is_file():
-            path = self.path / path.name
-            if not path.is_file():
-                raise ConfigError(f"{self.path}: a file its report names is missing: {name}")
-        return path
+        """A file the report names: beside the report first (the run writes its files there, and a
+        moved run folder keeps them), else the path as the run saw it (relative to where it was
+        started), which from another folder could name some other run's file."""
+        for path in (self.path / Path(name).name, Path(name)):
+            if path.is_file():
+                return path
+        raise ConfigError(f"{self.path}: a file its report names is missing: {name}")
 
     def score_file(self, which: str) -> Path | None:
         """The per-trial scores of set ``which``."""
@@ -127,8 +135,18 @@ def read_run(path: Path) -> Run:
     report_path = path / "eval_report.json"
     if not report_path.is_file() or not (path / "config.conf").is_file():
         raise ConfigError(f"{path}: not a finished run (needs config.conf and eval_report.json)")
+    if unfinished_training(path):
+        raise ConfigError(f"{path}: training not finished (no weights/final.*; its eval_report.json is of an "
+                          "epoch's best model, from eval_all_best)")
     report, config = (_read_json(file) for file in (report_path, path / "config.conf"))
     return Run(path, config, report, report.get("training", {}).get("seed"))
+
+
+def unfinished_training(path: Path) -> bool:
+    """A training run still going (or stopped): it has a weights folder but no final weights.
+    (An evaluation-only folder of ``main.py --eval`` has no weights folder.)"""
+    weights = path / "weights"
+    return weights.is_dir() and not any(weights.glob("final.*"))
 
 
 def _read_json(path: Path) -> dict:
@@ -149,8 +167,11 @@ def find_runs(paths: list[Path]) -> list[Run]:
             runs.append(read_run(path))
         else:
             inner = sorted(p for p in path.iterdir() if (p / "eval_report.json").is_file())
+            for going in [p for p in inner if unfinished_training(p)]:
+                print(f"note: {going}: training not finished; left out", file=sys.stderr)
+                inner.remove(going)
             if not inner:
-                raise ConfigError(f"{path}: no finished run in it (no eval_report.json)")
+                raise ConfigError(f"{path}: no finished run in it (no eval_report.json beside final weights)")
             runs += [read_run(p) for p in inner]
     unique: dict[Path, Run] = {}
     for run in runs:
@@ -159,10 +180,11 @@ def find_runs(paths: list[Path]) -> list[Run]:
 
 
 def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs with the same config are seeds of one model; groups keep the order of first appearance."""
+    """Runs with the same config and system are seeds of one model (a run and its emotion-calibrated
+    system share a config but are two systems); groups keep the order of first appearance."""
     by_config: dict[str, list[Run]] = {}
     for run in runs:
-        by_config.setdefault(json.dumps(run.config, sort_keys=True), []).append(run)
+        by_config.setdefault(json.dumps([run.config, run.system], sort_keys=True), []).append(run)
     groups: dict[str, list[Run]] = {}
     for members in by_config.values():
         label = members[0].label

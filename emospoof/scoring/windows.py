@@ -188,6 +188,25 @@ def score_windows(trials: list[Trial], forward: Forward, nb_samp: int, mode: str
     return run
 
 
+def scoring_forward(model: nn.Module, device: torch.device, precision: str | None = None,
+                    compile_model: bool = False, threads: int | None = None, fuse: bool = True) -> tuple[Forward, str]:
+    """The forward a countermeasure scores with, and its description: on CPU in fp32 without
+    compile, its fused twin (``models.layers.fused``; with ``threads``, windows shared among that
+    many Python threads, :func:`threaded_cpu_forward`); otherwise eager or compiled PyTorch under
+    the autocast of ``precision``. ``main.py`` and ``inference.py`` both build theirs here, so a
+    run's scores and a folder's are made the same way. ``fuse`` False: the plain eager model."""
+    model.eval()
+    precision = resolve_precision(precision, device)
+    if fuse and device.type == "cpu" and precision == "fp32" and not compile_model:
+        fused = optimise_for_cpu(model)
+        if threads:
+            return threaded_cpu_forward(fused, threads), f"PyTorch optimised on cpu, {threads} thread(s)"
+        return torch_forward(fused, device, precision=precision), "PyTorch optimised on cpu"
+    kind = "compiled" if compile_model else "eager"
+    return torch_forward(model, device, precision=precision, compile_model=compile_model), \
+        f"PyTorch {kind} on {device}, {precision}"
+
+
 def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: torch.device,
                  skips: SkipReport, desc: str, augment: Augment | None = None,
                  preprocess: Preprocess | None = None,
@@ -197,11 +216,7 @@ def score_trials(model: nn.Module, trials: list[Trial], config: dict, device: to
     in the config's ``precision``, compiled with ``compile``. On CPU in fp32 the model runs as its
     optimised twin (``models.layers.fused``), as ``inference.py`` runs it."""
     model.eval()
-    precision = resolve_precision(config.get("precision"), device)
-    compile_model = str_to_bool(config.get("compile", False))
-    fused = device.type == "cpu" and precision == "fp32" and not compile_model
-    forward = torch_forward(optimise_for_cpu(model) if fused else model, device, precision=precision,
-                            compile_model=compile_model)
+    forward, _ = scoring_forward(model, device, config.get("precision"), str_to_bool(config.get("compile", False)))
     run = score_windows(trials, forward, config["model_config"].get("nb_samp", NB_SAMP),
                         config.get("eval_mode", "first"), config.get("eval_hop"), config["batch_size"],
                         config.get("num_workers", default_num_workers()), skips, desc=desc, augment=augment,

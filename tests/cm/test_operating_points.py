@@ -122,6 +122,22 @@ def test_emotion_calibrated_system_is_reported_and_applied_by_inference(tmp_path
     rows = {line.split("\t")[0][:-5]: float(line.split("\t")[1]) for line in out.read_text().splitlines()[1:]}
     for utt, score in zip(calibrated.utt_ids, calibrated.scores):
         assert rows[utt] == pytest.approx(score, abs=1e-3)
+    # A number given for the run's scores: the run is reported at it, its calibrated system (LLRs)
+    # at its own dev EER threshold, labelled a system of its own.
+    main_module.main(["--config", str(run / "config.conf"), "--eval", "--eval_model_weights",
+                      str(run / "weights" / "final.safetensors"), "--dev_scores", str(run / "dev_scores.txt"),
+                      "--threshold", "0.25", "--output_dir", str(tmp_path / "ev")])
+    evaluated = next((tmp_path / "ev").iterdir())
+    fixed = json.loads((evaluated / "eval_report.json").read_text())["datasets"]["la_eval"]["operating_points"]["fixed"]
+    assert fixed["threshold"] == 0.25
+    again = json.loads((evaluated / "emotion_calibrated" / "eval_report.json").read_text())
+    point = again["datasets"]["la_eval"]["operating_points"]["fixed"]
+    assert again["system"] == "emotion calibration" and point["source"].startswith("dev EER threshold")
+    assert point["threshold"] == pytest.approx(record["dev_eer_threshold"])
+    # --run with a threshold of its own needs no dev scores
+    (run / "dev_scores.txt").unlink()
+    assert inference.main(["--run", str(run), "--threshold", "0.1", "--test_dir", str(eval_audio),
+                           "--output_file", str(out), "--no_progress", "--threads", "1"]) == 0
 
 
 def test_a_failed_emotion_calibration_leaves_the_report_whole(tmp_path, evaluated, capsys):

@@ -112,6 +112,47 @@ def test_moved_run_folders_find_their_scores_and_a_missing_file_is_one_line(runs
     assert error.count("\n") == 0 and "LA_B_seed2" in error and "eval_scores.txt" in error
 
 
+def test_a_file_beside_the_report_wins_over_the_same_name_where_compare_runs(runs, monkeypatch):
+    """A's report names its scores relative to where A ran ('eval_scores.txt'); run from inside
+    B's folder, that name would be B's file: A's own, beside its report, is read."""
+    from emospoof.reports.seed_comparison import read_run
+
+    a = runs / "LA_A_seed1"
+    report = json.loads((a / "eval_report.json").read_text())
+    report["datasets"]["la_eval"]["score_file"] = "eval_scores.txt"
+    (a / "eval_report.json").write_text(json.dumps(report))
+    monkeypatch.chdir(runs / "LA_B_seed1")
+    assert read_run(a).score_file("la_eval").resolve() == (a / "eval_scores.txt").resolve()
+
+
+def test_unfinished_training_is_left_out_and_a_calibrated_system_is_a_model_of_its_own(runs, tmp_path, capsys):
+    """A training run with a weights folder but no final weights has an eval_report.json of an
+    epoch's model (eval_all_best): left out of a folder of runs with a note, refused when named.
+    A run's emotion-calibrated folder shares its config but is compared as a system of its own."""
+    (runs / "LA_C_seed3" / "weights").mkdir()
+    for seed in (1, 2):
+        (runs / f"LA_C_seed{seed}" / "weights").mkdir()
+        (runs / f"LA_C_seed{seed}" / "weights" / "final.safetensors").write_bytes(b"")
+    for seed in (1, 2, 3):
+        run = runs / f"LA_A_seed{seed}"
+        calibrated = run / "emotion_calibrated"
+        calibrated.mkdir()
+        (calibrated / "config.conf").write_text((run / "config.conf").read_text())
+        report = json.loads((run / "eval_report.json").read_text())
+        report["system"] = "emotion calibration"
+        (calibrated / "eval_report.json").write_text(json.dumps(report))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    folders = [str(runs)] + [str(runs / f"LA_A_seed{s}" / "emotion_calibrated") for s in (1, 2, 3)]
+    assert compare.main(folders + ["--output_dir", str(out), "--n_boot", "50"]) == 0
+    assert "LA_C_seed3: training not finished; left out" in capsys.readouterr().err
+    models = json.loads((out / "comparison.json").read_text())["models"]
+    assert list(models) == ["LA_A", "LA_B", "LA_C", "LA_A + emotion calibration"]
+    assert len(models["LA_C"]["runs"]) == 2 and len(models["LA_A + emotion calibration"]["runs"]) == 3
+    assert compare.main([str(runs / "LA_C_seed3"), "--output_dir", str(out)]) == 2
+    assert "training not finished" in capsys.readouterr().err
+
+
 def test_paired_bootstrap_on_noisy_null_and_small_effect(tmp_path):
     """Two models drawn from the same distribution: not significant; a real but moderate shift: significant."""
     utts, keys, _ = base_scores(0, n=400)

@@ -33,6 +33,9 @@ def validate_model_config(model_config: dict) -> None:
     if model_config.get("emotion_features", "posterior") != "posterior":
         raise ConfigError("model_config.emotion_features: AASIST_EmoMoE gates its experts by the emotion posterior; "
                           "leave it out or set it to 'posterior'")
+    if "emotion_norm" in model_config:
+        raise ConfigError("model_config.emotion_norm: AASIST_EmoMoE's gate is the emotion posterior itself, never "
+                          "normalised; leave the key out")
     if model_config.get("experts", "head") not in EXPERT_KINDS:
         raise ConfigError(f"model_config.experts: expected one of {', '.join(EXPERT_KINDS)}, "
                           f"got {model_config['experts']!r}")

@@ -16,8 +16,9 @@ from emospoof.core.config import ConfigError, check_keys, is_number, read_config
 from emospoof.corpora import check_spec, dataset_name
 from emospoof.training.engine import TRAINING_KEYS, validate_training_keys
 from emospoof.training.optim import OPTIM_KEYS
-from models import validate_model_section
+from models import import_architecture, validate_model_section
 from models.emotion.branch import validate_ser_config
+from models.emotion.conditioned import EmotionConditionedModel
 
 TOP_LEVEL_KEYS = {
     "database_path", "asv_score_path", "dev_asv_score_path", "model_path", "batch_size",
@@ -125,10 +126,11 @@ def validate_config(config: dict) -> None:
         rate = config["optim_config"].get(key)
         if rate is not None and not (is_number(rate) and rate > 0):
             raise ConfigError(f"optim_config.{key}: expected a positive number or null, got {rate!r}")
-    emotion_model = "ser_config" in config["model_config"]
+    model_class = import_architecture(config["model_config"]["architecture"]).Model  # a factory for some
+    emotion_model = isinstance(model_class, type) and issubclass(model_class, EmotionConditionedModel)
     if "emotion_lr" in config["optim_config"] and not emotion_model:
-        raise ConfigError("optim_config.emotion_lr: only emotion-conditioned models (with a ser_config) have "
-                          "emotion parts")
+        raise ConfigError("optim_config.emotion_lr: only the emotion-conditioned models (AASIST_Concat, FiLM, "
+                          "GFiLM, EmoMoE) have emotion parts")
     frozen_epochs = config.get("freeze_aasist_epochs", 0)
     if isinstance(frozen_epochs, bool) or not isinstance(frozen_epochs, int) or not 0 <= frozen_epochs < \
             config["num_epochs"]:

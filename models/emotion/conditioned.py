@@ -7,10 +7,12 @@ The emotion input. ``emotion_features`` picks what the SER gives: its ``embeddin
 ``emotion_source`` says what it is computed on: ``utterance`` (default) -- the whole recording,
 once per file, before any augmentation, handed to ``forward(x, emotion=...)`` with every crop and
 window of the file (``emospoof.scoring.utterances``) -- or ``window``, the crop or window itself
-(the SER then runs inside ``forward``). ``emotion_norm``: ``standardise`` (default) with the
-training set's mean and standard deviation, kept in the model's buffers
-(:meth:`set_emotion_statistics`), which keeps the magnitude -- for standardised eGeMAPS that is
-the arousal itself; ``l2`` (unit length, the earlier behaviour) or ``none``.
+(the SER then runs inside ``forward``; only then can an SER with ``freeze`` false be fine-tuned).
+``emotion_norm``: ``standardise`` (the default per utterance) with the training recordings' mean
+and standard deviation, kept in the model's buffers (:meth:`set_emotion_statistics`), which keeps
+the magnitude -- for standardised eGeMAPS that is the arousal itself; ``l2`` (unit length, the
+earlier behaviour, and the default per window, whose inputs those statistics do not describe) or
+``none``.
 
 Ablations (``emotion_ablation``, or ``main.py --eval --ablations``): ``zero`` gives every
 utterance the all-zero conditioning input (after standardisation that is the training mean; for
@@ -58,6 +60,22 @@ def validate_emotion_config(model_config: dict) -> None:
         if model_config.get(key, default) not in allowed:
             raise ConfigError(f"model_config.{key}: expected one of {', '.join(allowed)}, got {model_config[key]!r}")
     str_to_bool(model_config.get("freeze_aasist", False), "model_config.freeze_aasist")
+    per_window = model_config.get("emotion_source", "utterance") == "window"
+    if per_window and model_config.get("emotion_norm") == "standardise":
+        raise ConfigError("model_config.emotion_norm: 'standardise' takes its mean and deviation from whole "
+                          "recordings, which a model conditioned per window (emotion_source 'window') never sees; "
+                          "use 'l2' (its default) or 'none'")
+    if not per_window and not str_to_bool(model_config["ser_config"].get("freeze", True),
+                                          "model_config.ser_config.freeze"):
+        raise ConfigError("model_config.ser_config.freeze: false fine-tunes the SER, but with emotion_source "
+                          "'utterance' its output is computed once per file before training and never sees a "
+                          "gradient; set emotion_source to 'window' to fine-tune it")
+
+
+def default_norm(model_config: dict) -> str:
+    """``emotion_norm`` when the config leaves it out: ``standardise`` for an utterance's input
+    (statistics of the training recordings), ``l2`` for a window's."""
+    return model_config.get("emotion_norm", "l2" if model_config.get("emotion_source") == "window" else "standardise")
 
 
 class EmotionConditionedModel(KeepsFrozen):
@@ -78,7 +96,7 @@ class EmotionConditionedModel(KeepsFrozen):
         self.ablation = d_args.get("emotion_ablation", "none")
         self.emotion_source = d_args.get("emotion_source", "utterance")
         self.emotion_features = d_args.get("emotion_features", "embedding")
-        self.emotion_norm = d_args.get("emotion_norm", "standardise")
+        self.emotion_norm = default_norm(d_args)
         if self.emotion_features == "posterior" and not self.ser.labels:
             raise ConfigError("model_config.emotion_features: 'posterior' needs an SER with an emotion classifier "
                               "(see docs/emotion.md)")

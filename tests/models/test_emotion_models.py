@@ -174,12 +174,21 @@ def test_model_learns_a_tone_task(tiny_ser_dir, architecture, extra, steps, lr):
     assert_learns(model, tone_batch, steps=steps, lr=lr, n_test=12)
 
 
+def as_emomoe(model_config: dict, **extra) -> None:
+    """The GFiLM devkit model section turned into EmoMoE's (no film_at; gated by the posterior)."""
+    del model_config["film_at"]
+    model_config.update(architecture="AASIST_EmoMoE", emotion_features="posterior", **extra)
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda m: m.update(film_at=["block6"]), "model_config.film_at"),
     (lambda m: m.update(film_at="embedding"), "model_config.film_at"),
     (lambda m: m.update(emotion_ablation="random"), "model_config.emotion_ablation"),
     (lambda m: m.pop("ser_config"), "model_config.ser_config"),
     (lambda m: m.update(head_hidden=8), "unknown config key 'model_config.head_hidden'"),
+    (lambda m: m.update(emotion_source="window", emotion_norm="standardise"), "emotion_norm: 'standardise'"),
+    (lambda m: m["ser_config"].update(freeze=False), "ser_config.freeze: false fine-tunes the SER"),
+    (lambda m: as_emomoe(m, emotion_norm="l2"), "AASIST_EmoMoE's gate is the emotion posterior itself"),
 ])
 def test_config_errors(tmp_path, change, message):
     config = json.loads((REPO / "config/AASIST_GFiLM_devkit.conf").read_text())
@@ -187,6 +196,30 @@ def test_config_errors(tmp_path, change, message):
     (tmp_path / "bad.conf").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path / "bad.conf")
+
+
+def test_emotion_training_keys_need_an_emotion_conditioned_architecture(tmp_path):
+    """AMSDF has an SER (its emotion view) but no emotion parts of the conditioned models'."""
+    for config_name, key, value, accepted in (("AASIST_FiLM_devkit", "freeze_aasist_epochs", 1, True),
+                                              ("AMSDF_devkit", "freeze_aasist_epochs", 1, False),
+                                              ("AMSDF_devkit", "emotion_lr", 1e-3, False)):
+        config = json.loads((REPO / f"config/{config_name}.conf").read_text())
+        if key == "emotion_lr":
+            config["optim_config"][key] = value
+        else:
+            config[key] = value
+        (tmp_path / "c.conf").write_text(json.dumps(config))
+        if accepted:
+            load_config(tmp_path / "c.conf")
+        else:
+            with pytest.raises(ConfigError, match=key):
+                load_config(tmp_path / "c.conf")
+
+
+def test_the_norm_default_follows_the_source(tiny_ser_dir):
+    base = {"architecture": "AASIST_FiLM", **TINY_AASIST, "ser_config": ser_config(tiny_ser_dir)}
+    assert build_model(base).emotion_norm == "standardise"
+    assert build_model({**base, "emotion_source": "window"}).emotion_norm == "l2"
 
 
 def test_shipped_configs():

@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="--eval: the fixed threshold at which error rates are counted per group: dev_eer "
                              "(default when the model's dev scores are known), calibrated, or a number")
     parser.add_argument("--ablations", action="store_true",
-                        help="with --eval: evaluate an emotion model with emotion_ablation none, zero and shuffle")
+                        help="with --eval: evaluate an emotion model with emotion_ablation none, zero, mean and "
+                             "shuffle")
     parser.add_argument("--comment", help="suffix of the run folder name")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
@@ -41,10 +42,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("--config is required (or --resume RUN_DIR)")
-    if args.ablations and not args.eval:
-        parser.error("--ablations goes with --eval")
-    if args.threshold is not None and not args.eval:
-        parser.error("--threshold goes with --eval")
+    for name in ("ablations", "threshold", "eval_model_weights", "dev_scores"):
+        if getattr(args, name) not in (None, False) and not args.eval:
+            parser.error(f"--{name} goes with --eval")
+    if args.eval and args.resume:
+        parser.error("--resume continues training; evaluate a run with --eval --config RUN_DIR/config.conf "
+                     "--eval_model_weights RUN_DIR/weights/final.safetensors")
     return args
 
 

@@ -61,6 +61,19 @@ def test_config_errors_are_one_line(tmp_path, tiny_la, capsys, mutate, expected)
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], stderr
 
 
+@pytest.mark.parametrize("arguments,expected", [
+    (["--dev_scores", "d.txt"], "--dev_scores goes with --eval"),
+    (["--eval_model_weights", "w.pth"], "--eval_model_weights goes with --eval"),
+    (["--ablations"], "--ablations goes with --eval"),
+    (["--threshold", "0"], "--threshold goes with --eval"),
+    (["--eval", "--resume", "run"], "--resume continues training"),
+])
+def test_options_that_need_another_are_refused(arguments, expected, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main_module.parse_args(["--config", "c.conf", *arguments])
+    assert stop.value.code == 2 and expected in capsys.readouterr().err
+
+
 def test_reference_configs_validate():
     from emospoof.cm.config import load_config
     for name in ("AASIST.conf", "AASIST-L.conf", "AASIST-L_devkit.conf", "AASIST_DF.conf"):

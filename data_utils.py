@@ -149,6 +149,20 @@ class Batch:
                        utterance_input=extra)
 
 
+def read_trial_audio(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """A trial's audio, or None and the reason it cannot be used: the one reader of every pass over
+    trials (scoring, training, utterance-level inputs), so a bad file is skipped the same way in
+    each and one bad file never stops a run."""
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            return None, "empty file (0 bytes)"
+        return load_audio(path), None
+    except AudioError as err:
+        return None, err.reason
+    except Exception as err:  # e.g. a resampler failure on a malformed file
+        return None, f"cannot be read ({type(err).__name__}: {err})"
+
+
 class TrialDataset(Dataset):
     """Audio of ``trials`` cut for the model; the one dataset of training, evaluation and scoring.
 
@@ -220,14 +234,9 @@ class TrialDataset(Dataset):
                 return LoadedTrial(None, trial, "no utterance-level input (its audio could not be read when those "
                                                 "inputs were computed)")
             extra = torch.as_tensor(self.utterance_inputs[trial.utt_id], dtype=torch.float32)
-        try:
-            if trial.path.is_file() and trial.path.stat().st_size == 0:
-                return LoadedTrial(None, trial, "empty file (0 bytes)")
-            audio = load_audio(trial.path)
-        except AudioError as err:
-            return LoadedTrial(None, trial, err.reason)
-        except Exception as err:  # e.g. a resampler failure: one bad file must not stop the run
-            return LoadedTrial(None, trial, f"cannot be read ({type(err).__name__}: {err})")
+        audio, reason = read_trial_audio(trial.path)
+        if audio is None:
+            return LoadedTrial(None, trial, reason)
         duration = len(audio) / SAMPLE_RATE
         if self.preprocess is not None:
             audio = self.preprocess(audio)

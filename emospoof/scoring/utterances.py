@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from data_utils import AudioError, SkipReport, Trial, default_num_workers, load_audio
+from data_utils import SkipReport, Trial, default_num_workers, read_trial_audio
 from emospoof.training import distributed
 
 # features(waveforms (1, samples)) -> (1, dim)
@@ -37,10 +37,9 @@ class WholeRecordings(Dataset):
 
     def __getitem__(self, index: int) -> tuple[str, np.ndarray | None, str | None]:
         trial = self.trials[index]
-        try:
-            audio = load_audio(trial.path)
-        except AudioError as err:
-            return trial.utt_id, None, err.reason
+        audio, reason = read_trial_audio(trial.path)
+        if audio is None:
+            return trial.utt_id, None, reason
         if self.preprocess is not None:
             audio = self.preprocess(audio)
         with torch.inference_mode():

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from data_utils import Trial, TrialDataset
+from data_utils import SkipReport, Trial, TrialDataset
 from emospoof.scoring.utterances import utterance_features
 from emospoof.scoring.windows import score_windows
 from emospoof.training.optim import create_optimizer, emotion_parameters, parameter_groups
@@ -35,6 +35,21 @@ def recordings(tmp_path):
         sf.write(path, (0.2 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
         trials.append(Trial(f"u{i}", path, i % 2))
     return trials
+
+
+def test_bad_files_are_skipped_with_the_reasons_scoring_gives(tmp_path, recordings):
+    """The utterance pass reads audio as the scoring pass does: an empty file and garbage are
+    skipped with the same one-line reasons, and the run goes on with the other files."""
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all" * 10)
+    bad = [Trial("empty", tmp_path / "empty.wav", 1), Trial("junk", tmp_path / "junk.wav", 1)]
+    skips = SkipReport(lambda line: None)
+    inputs = utterance_features(recordings + bad, lambda wave: wave.mean(dim=1, keepdim=True), num_workers=0,
+                                skips=skips)
+    assert sorted(inputs) == ["u0", "u1", "u2"]
+    scored = TrialDataset(bad, 4000, "full")
+    assert skips.reasons == {str(t.path): scored[i].reason for i, t in enumerate(bad)}
+    assert skips.reasons[str(tmp_path / "empty.wav")] == "empty file (0 bytes)"
 
 
 def test_one_input_per_file_for_every_crop_window_and_epoch_computed_before_augmentation(tiny_ser_dir, recordings):

@@ -231,7 +231,13 @@ def average_gradients(parameters: list[nn.Parameter]) -> None:
 
 def average_batchnorm_statistics(modules: Iterable[nn.Module]) -> None:
     """Running means and variances of the BatchNorm layers among ``modules`` averaged over the
-    ranks (each estimated them on its own share of the data, e.g. SWA's BatchNorm update)."""
+    ranks (each estimated them on its own share of the data, e.g. SWA's BatchNorm update).
+
+    A plain mean of the variances, with no between-rank term: SWA's update (momentum None) keeps
+    the average of per-batch statistics, so one process over all the batches would hold the mean
+    of every batch's variance -- which, the ranks having the same number of batches, is the mean
+    of the ranks' running variances. Adding the spread of the ranks' means would count a variance
+    a single process never does."""
     if world_size() == 1:
         return
     for module in modules:

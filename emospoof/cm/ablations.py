@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from emospoof.cm.evaluation import EVAL_REPORT, evaluate_eval_set
+from emospoof.core.checkpoint import write_atomically
 from emospoof.core.config import ConfigError
 from emospoof.metrics.groups import emotion_cells
 from emospoof.reports.plots import plot_ablations
@@ -72,8 +73,9 @@ def evaluate_ablations(model: nn.Module, config: dict, device: torch.device, run
             folder = run_dir / "ablations" / name
             folder.mkdir(parents=True, exist_ok=True)
             tqdm.write(f"emotion_ablation '{name}':")
+            # eval conditions and emotion calibration once, for the model as it is
             reports[name] = evaluate_eval_set(model, config, device, folder, dev_scores=dev_scores,
-                                              threshold=threshold)
+                                              conditions=name == "none", threshold=threshold)
     finally:
         model.ablation = configured
     summary = ablation_summary(reports)
@@ -82,5 +84,5 @@ def evaluate_ablations(model: nn.Module, config: dict, device: torch.device, run
     if summary:
         plot_ablations(summary, run_dir / ABLATIONS_PLOT, config["model_config"]["architecture"])
     report = {**reports["none"], "ablations": summary}
-    (run_dir / EVAL_REPORT).write_text(json.dumps(report, indent=2))
+    write_atomically(run_dir / EVAL_REPORT, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     return report

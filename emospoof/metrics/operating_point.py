@@ -8,10 +8,14 @@ speaker, attack, any condition factor -- each with its counts and a bootstrap 95
 per-group EER hides what matters here: it picks a different threshold for every group, while a
 deployed detector applies the same one to everybody.
 
-Intervals: the percentile bootstrap of a group's rate, resampling its trials with replacement; for
-a proportion that resample's error count is binomial, so it is drawn as one (Efron & Tibshirani,
-"An Introduction to the Bootstrap", 1993, ch. 13). The arousal ratio and gap resample the two
-groups independently.
+Intervals. A group's rate gets the Wilson score interval (Wilson, "Probable inference, the law of
+succession, and statistical inference", JASA 1927): a percentile bootstrap of a proportion
+resamples a binomial count, and at 0 or n errors every resample is the same, so it would say
+[0, 0] for a group where no genuine trial happened to be rejected -- certainty from, say, 40
+trials; Wilson's stays honest at the edges and needs no random draws. The arousal ratio and gap
+are bootstrapped (the two groups' counts drawn independently as binomials, Efron & Tibshirani,
+"An Introduction to the Bootstrap", 1993, ch. 13), from a generator seeded for that contrast
+alone, so its interval does not depend on how many other groups the set has.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import numpy as np
 from emospoof.core.emotions import UNLABELLED, arousal_of
 
 N_BOOT = 1000
+WILSON_Z = 1.959963984540054  # the standard normal's 97.5 % quantile
 # A factor with more values than this (e.g. thousands of speakers) is not broken down.
 MAX_GROUPS = 60
 
@@ -31,22 +36,23 @@ def accepted(scores: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(scores) > threshold
 
 
-def rate_cell(errors: int, n: int, rng: np.random.Generator, n_boot: int = N_BOOT) -> dict | None:
-    """``errors`` of ``n`` trials as a percentage with its bootstrap 95 % interval; None for no trial."""
+def rate_cell(errors: int, n: int) -> dict | None:
+    """``errors`` of ``n`` trials as a percentage with its Wilson 95 % interval; None for no trial."""
     if n == 0:
         return None
     rate = errors / n
-    draws = rng.binomial(n, rate, size=n_boot) / n
-    low, high = np.percentile(draws, [2.5, 97.5])
+    z2 = WILSON_Z ** 2
+    centre = (rate + z2 / (2 * n)) / (1 + z2 / n)
+    half = WILSON_Z * np.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    low, high = max(0.0, min(rate, centre - half)), min(1.0, max(rate, centre + half))  # rounding at 0 and n
     return {"rate": 100 * rate, "ci95": [100 * float(low), 100 * float(high)], "errors": int(errors), "n": int(n)}
 
 
-def _rates(scores: np.ndarray, is_bonafide: np.ndarray, mask: np.ndarray, threshold: float,
-           rng: np.random.Generator, n_boot: int) -> dict:
+def _rates(scores: np.ndarray, is_bonafide: np.ndarray, mask: np.ndarray, threshold: float) -> dict:
     """FRR of the bona fide trials and FAR of the spoofs inside ``mask``."""
     bonafide, spoof = scores[mask & is_bonafide], scores[mask & ~is_bonafide]
-    return {"frr": rate_cell(int(np.count_nonzero(~accepted(bonafide, threshold))), bonafide.size, rng, n_boot),
-            "far": rate_cell(int(np.count_nonzero(accepted(spoof, threshold))), spoof.size, rng, n_boot)}
+    return {"frr": rate_cell(int(np.count_nonzero(~accepted(bonafide, threshold))), bonafide.size),
+            "far": rate_cell(int(np.count_nonzero(accepted(spoof, threshold))), spoof.size)}
 
 
 def group_factors(emotions: Sequence[str], speakers: Sequence[str], attacks: Sequence[str],
@@ -100,10 +106,9 @@ def operating_point(scores: np.ndarray, is_bonafide: np.ndarray, factors: dict[s
     """FRR and FAR at ``threshold`` (named by ``source``: the set's EER, the run's dev EER, a
     calibration, a value given) over the whole set and per value of each factor, and the
     summaries: the emotion with the highest FRR, and the high- against low-arousal FRR."""
-    rng = np.random.default_rng(seed)
     scores, is_bonafide = np.asarray(scores, dtype=np.float64), np.asarray(is_bonafide, dtype=bool)
     everything = np.ones_like(is_bonafide)
-    groups = {name: {value: _rates(scores, is_bonafide, values == value, threshold, rng, n_boot)
+    groups = {name: {value: _rates(scores, is_bonafide, values == value, threshold)
                      for value in sorted(set(values.tolist()) - {UNLABELLED})}
               for name, values in factors.items()}
     by_emotion = {e: cells["frr"] for e, cells in groups.get("emotion", {}).items() if cells["frr"] is not None}
@@ -111,9 +116,9 @@ def operating_point(scores: np.ndarray, is_bonafide: np.ndarray, factors: dict[s
     arousal = groups.get("arousal", {})
     return {
         "threshold": float(threshold), "source": source,
-        "pooled": _rates(scores, is_bonafide, everything, threshold, rng, n_boot),
+        "pooled": _rates(scores, is_bonafide, everything, threshold),
         "groups": groups,
         "worst_emotion_frr": {"emotion": worst, **by_emotion[worst]} if worst else None,
         "arousal_frr": arousal_contrast(arousal.get("high", {}).get("frr"), arousal.get("low", {}).get("frr"),
-                                        rng, n_boot) if arousal else None,
+                                        np.random.default_rng(seed), n_boot) if arousal else None,
     }

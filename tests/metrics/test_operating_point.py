@@ -73,13 +73,24 @@ def test_at_the_eer_threshold_the_rates_are_the_det_point():
     assert (point["pooled"]["frr"]["rate"] + point["pooled"]["far"]["rate"]) / 2 == pytest.approx(100 * eer)
 
 
+def test_wilson_intervals_stay_honest_at_no_errors():
+    """Newcombe's examples (Statistics in Medicine 1998: 81/263 -> [25.53, 36.62] %, 1/29 ->
+    [0.61, 17.18] %) and 0/10, whose upper bound is z^2 / (n + z^2) = 27.75 %; 0 of 40 is not
+    certainty."""
+    for errors, n, (low, high) in ((0, 10, (0.0, 27.75)), (1, 29, (0.61, 17.18)), (81, 263, (25.53, 36.62))):
+        cell = rate_cell(errors, n)
+        assert cell["ci95"] == pytest.approx([low, high], abs=0.06)
+    assert rate_cell(0, 40)["ci95"][1] > 8 and rate_cell(40, 40)["ci95"][0] < 92
+    assert rate_cell(0, 0) is None
+
+
 def test_arousal_ratio_and_an_unbounded_one():
     rng = np.random.default_rng(1)
-    high, low = rate_cell(8, 20, rng), rate_cell(2, 20, rng)
+    high, low = rate_cell(8, 20), rate_cell(2, 20)
     contrast = arousal_contrast(high, low, rng)
     assert contrast["ratio"] == pytest.approx(4.0) and contrast["gap_points"] == pytest.approx(30.0)
     assert contrast["gap_ci95"][0] < 30 < contrast["gap_ci95"][1]
-    none_rejected = arousal_contrast(high, rate_cell(0, 20, rng), rng)
+    none_rejected = arousal_contrast(high, rate_cell(0, 20), rng)
     assert none_rejected["ratio"] is None and none_rejected["ratio_ci95"][1] is None
     assert none_rejected["gap_points"] == pytest.approx(40.0)
 

@@ -5,13 +5,17 @@ the difference of the two groups' seed means of a per-run figure (model minus ba
 or the FRR (bona fide rejected) at each run's own fixed threshold, over all bona fide trials or a
 subset of them (e.g. the high-arousal ones). Its interval comes from a two-level bootstrap:
 each replicate draws the seeds of each group with replacement, then the trials with replacement
-(bona fide and spoof separately, the same trials for both groups, since they are paired), and
-recomputes the statistic; so the interval widens both when trials are few and when seeds
-disagree (Bouthillier et al., "Accounting for variance in machine learning benchmarks", MLSys
-2021: randomise over data and seeds; the bootstrap test of Efron & Tibshirani, "An Introduction
-to the Bootstrap", 1993, ch. 16). The two-sided p-value is twice the share of replicates on the
-far side of zero, with the usual +1 correction. ``levels=("trials",)`` keeps every seed in every
-replicate: the trial-only test (it ignores how much a model depends on its seed).
+(within strata: spoof, and bona fide inside and outside the subset -- or each of two subsets --
+so every replicate holds as many trials of each kind as the set; the same trials for both
+groups, since they are paired), and recomputes the statistic; so the interval widens both when
+trials are few and when seeds disagree (Bouthillier et al., "Accounting for variance in machine
+learning benchmarks", MLSys 2021: randomise over data and seeds; Efron & Tibshirani, "An
+Introduction to the Bootstrap", 1993, ch. 16). The p-value inverts the percentile interval: the
+smallest level at which the interval would exclude zero, twice the smaller share of replicates
+on either side of zero (with the +1 correction). The replicates are not centred on the null,
+so it is an approximation to read beside the interval, not a calibrated test.
+``levels=("trials",)`` keeps every seed in every replicate: the trial-only test (it ignores how
+much a model depends on its seed).
 """
 from __future__ import annotations
 
@@ -55,12 +59,36 @@ def paired_scores(files: list[Path], thresholds: list[float] | None = None) -> P
         raise ConfigError(f"{files[0]}: the runs share no scored trial")
     order = sorted(common)
     matrix = np.empty((len(runs), len(order)))
-    for row, run in enumerate(runs):
+    keys = None
+    for row, (run, path) in enumerate(zip(runs, files)):
         position = {utt: i for i, utt in enumerate(run.utt_ids.tolist())}
         index = np.array([position[utt] for utt in order])
         matrix[row] = run.scores[index]
-        keys = run.keys[index]
+        labels = run.keys[index]
+        if keys is not None and not np.array_equal(keys, labels):
+            at = int(np.flatnonzero(keys != labels)[0])
+            raise InputValueError(f"{path}: trial {order[at]} is {labels[at]} here but {keys[at]} in {files[0]}; "
+                                  "the runs were not scored on the same protocol")
+        keys = labels
     return PairedScores(matrix, keys == BONAFIDE, order, None if thresholds is None else np.asarray(thresholds, float))
+
+
+def strata(is_bonafide: np.ndarray, *subsets: np.ndarray | None) -> list[np.ndarray]:
+    """The trial indices each replicate resamples separately: spoof, and the bona fide trials of
+    each subset and of none of them (empty strata left out)."""
+    parts = [np.flatnonzero(~is_bonafide)]
+    rest = is_bonafide.copy()
+    for subset in subsets:
+        if subset is not None:
+            parts.append(np.flatnonzero(rest & subset))
+            rest &= ~subset
+    parts.append(np.flatnonzero(rest))
+    return [part for part in parts if part.size]
+
+
+def resample(rng: np.random.Generator, parts: list[np.ndarray]) -> np.ndarray:
+    """Trials drawn with replacement inside each stratum, as many as it holds."""
+    return np.concatenate([rng.choice(part, part.size) for part in parts])
 
 
 def run_figures(group: PairedScores, statistic: str, index: np.ndarray, subset: np.ndarray | None) -> np.ndarray:
@@ -96,24 +124,24 @@ def paired_bootstrap(baseline: PairedScores, model: PairedScores, statistic: str
     observed = (run_figures(model, statistic, everything, subset).mean()
                 - run_figures(baseline, statistic, everything, subset).mean())
     rng = np.random.default_rng(seed)
-    bonafide, spoof = np.flatnonzero(is_bonafide), np.flatnonzero(~is_bonafide)
+    parts = strata(is_bonafide, subset)
     differences = np.empty(n_boot)
     for b in range(n_boot):
-        index = np.concatenate([rng.choice(bonafide, bonafide.size), rng.choice(spoof, spoof.size)])
+        index = resample(rng, parts)
         means = []
         for group in (model, baseline):
             figures = run_figures(group, statistic, index, subset)
             picked = rng.integers(0, len(figures), len(figures)) if "seeds" in levels else np.arange(len(figures))
             means.append(figures[picked].mean())
         differences[b] = means[0] - means[1]
-    finite = differences[np.isfinite(differences)]  # a resample may hold no subset trial
+    finite = differences[np.isfinite(differences)]
     far_side = min(np.sum(finite <= 0), np.sum(finite >= 0))
     low, high = np.percentile(finite, [2.5, 97.5])
     return {"statistic": statistic, "difference": float(observed), "ci95": [float(low), float(high)],
             "p_value": min(1.0, 2 * (far_side + 1) / (finite.size + 1)), "levels": list(levels),
             "n_seeds": [len(baseline.scores), len(model.scores)],
-            "n_bonafide": int(in_subset.sum() if statistic == "frr" else bonafide.size),
-            "n_spoof": int(spoof.size), "n_boot": n_boot}
+            "n_bonafide": int(in_subset.sum() if statistic == "frr" else is_bonafide.sum()),
+            "n_spoof": int((~is_bonafide).sum()), "n_boot": n_boot}
 
 
 def frr_gap_interval(group: PairedScores, first: np.ndarray, second: np.ndarray, n_boot: int = 1000,
@@ -131,9 +159,9 @@ def frr_gap_interval(group: PairedScores, first: np.ndarray, second: np.ndarray,
     everything = np.arange(group.is_bonafide.size)
     observed = gap(everything, np.arange(len(group.scores)))
     rng = np.random.default_rng(seed)
-    bonafide, spoof = np.flatnonzero(group.is_bonafide), np.flatnonzero(~group.is_bonafide)
-    draws = np.array([gap(np.concatenate([rng.choice(bonafide, bonafide.size), rng.choice(spoof, spoof.size)]),
-                          rng.integers(0, len(group.scores), len(group.scores))) for _ in range(n_boot)])
+    parts = strata(group.is_bonafide, first, second)
+    draws = np.array([gap(resample(rng, parts), rng.integers(0, len(group.scores), len(group.scores)))
+                      for _ in range(n_boot)])
     finite = draws[np.isfinite(draws)]
     low, high = np.percentile(finite, [2.5, 97.5])
     return {"gap": observed, "ci95": [float(low), float(high)],

@@ -243,3 +243,27 @@ def test_the_arousal_frr_gap_counts_seeds_and_trials():
     assert result["n_first"] == 100 and result["n_second"] == 100
     none = frr_gap_interval(even, high, low, n_boot=300)
     assert none["ci95"][0] < 0 < none["ci95"][1]
+
+
+def test_every_replicate_holds_as_many_trials_of_each_stratum_as_the_set():
+    """A subset of three bona fide trials among hundreds: unstratified resampling would often draw none
+    of them (an undefined FRR); stratified, each replicate keeps three, and the spoof count too."""
+    from emospoof.metrics.paired import resample, strata
+
+    is_bonafide = np.arange(300) < 200
+    subset = np.zeros(300, bool)
+    subset[[5, 17, 150]] = True
+    parts = strata(is_bonafide, subset)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        index = resample(rng, parts)
+        assert subset[index].sum() == 3 and (~is_bonafide[index]).sum() == 100 and index.size == 300
+
+
+def test_runs_labelling_a_trial_differently_are_refused_in_one_line(tmp_path):
+    from emospoof.core.errors import InputValueError
+
+    first = write_lines(tmp_path / "a.txt", ["U1 A01 bonafide 1.0", "U2 A01 spoof -1.0"])
+    second = write_lines(tmp_path / "b.txt", ["U1 A01 spoof 1.0", "U2 A01 spoof -1.0"])
+    with pytest.raises(InputValueError, match="U1 is spoof here but bonafide"):
+        paired_scores([first, second])

@@ -21,7 +21,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON config (optional with --resume)")
     parser.add_argument("--output_dir", default="./exp_result", help="parent folder of run folders")
-    parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--eval", action="store_true",
                         help="evaluate the weights at model_path on every evaluation set of the config")
     parser.add_argument("--eval_model_weights", nargs="+", metavar="WEIGHTS",

@@ -26,7 +26,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="SER config (JSON)")
     parser.add_argument("--output_dir", default="./exp_result", help="parent folder of run folders")
-    parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--comment", help="suffix of the run folder name")
     parser.add_argument("--eval", action="store_true", help="report model_path (or --model) on the test split")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")

@@ -142,8 +142,17 @@ def _check_tensorboard() -> None:
         raise ConfigError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
 
 
+def seed_value(text: str) -> int:
+    """A ``--seed``: numpy's generators take no negative seed nor one of more than 32 bits."""
+    seed = int(text) if text.lstrip("-").isdigit() else -1
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(f"{text}: a seed is a whole number from 0 to 2**32 - 1")
+    return seed
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--precision``, ``--compile`` and ``--tensorboard`` of ``main.py`` and ``train_ser.py``."""
+    """``--seed``, ``--precision``, ``--compile`` and ``--tensorboard`` of ``main.py`` and ``train_ser.py``."""
+    parser.add_argument("--seed", type=seed_value, default=1234)
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="bf16, fp16 (with gradient scaling) or fp32 (TF32 off); default: the config's "
                              "'precision', else auto (bf16 on GPUs of compute capability 8.0+ such as A100/H100, "

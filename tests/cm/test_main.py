@@ -67,6 +67,7 @@ def test_config_errors_are_one_line(tmp_path, tiny_la, capsys, mutate, expected)
     (["--ablations"], "--ablations goes with --eval"),
     (["--threshold", "0"], "--threshold goes with --eval"),
     (["--eval", "--resume", "run"], "--resume continues training"),
+    (["--seed", "-1"], "-1: a seed is a whole number"),
 ])
 def test_options_that_need_another_are_refused(arguments, expected, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -9,8 +9,8 @@ import base64
 import html
 from pathlib import Path
 
-from emospoof.reports.seed_comparison import figure_tables
-from emospoof.reports.tables import SUMMARY_COLUMNS
+from emospoof.reports.seed_comparison import figure_tables, summary_cell
+from emospoof.reports.tables import formatted_cells, rate_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -44,16 +44,10 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _rate(cell: dict | None) -> str | None:
-    if cell is None:
-        return None
-    return f"{cell['rate']:.1f} [{cell['ci95'][0]:.1f}, {cell['ci95'][1]:.1f}] ({cell['errors']}/{cell['n']})"
-
-
 def operating_point_section(point: dict) -> str:
     """FRR and FAR at one threshold, pooled and per group, and the arousal contrast."""
-    rows = [["all", _rate(point["pooled"]["frr"]), _rate(point["pooled"]["far"])]]
-    rows += [[f"{factor} = {value}", _rate(cells["frr"]), _rate(cells["far"])]
+    rows = [["all", rate_text(point["pooled"]["frr"]), rate_text(point["pooled"]["far"])]]
+    rows += [[f"{factor} = {value}", rate_text(cells["frr"]), rate_text(cells["far"])]
              for factor, values in point["groups"].items() for value, cells in values.items()]
     parts = [f"<p>Threshold {point['threshold']:.4f}: {html.escape(point['source'])}. A trial is accepted as "
              "bona fide above it.</p>",
@@ -77,8 +71,9 @@ def set_section(name: str, report: dict) -> str:
         if "note" in report:
             parts.append(f"<p>{html.escape(report['note'])}</p>")
     else:
-        parts.append(table(["EER %", "min t-DCF", "bona fide", "spoof"],
-                           [[report["eer"], report["min_tdcf"], report["n_bonafide"], report["n_spoof"]]]))
+        row = {"EER %": report["eer"], "min t-DCF": report["min_tdcf"], "bona fide": report["n_bonafide"],
+               "spoof": report["n_spoof"]}
+        parts.append(table(list(row), [formatted_cells(row)]))
         if report.get("per_emotion"):
             parts.append("<h3>EER per emotion (each emotion at its own threshold)</h3>")
             parts.append(table(["emotion", "EER %", "95 % CI", "bona fide", "spoof"],
@@ -101,8 +96,7 @@ def write_eval_html(report: dict, path: Path, title: str) -> None:
     """``main.py --eval``'s page: the summary across sets, then every set."""
     parts = []
     if report.get("summary"):
-        columns = [c for c, _ in SUMMARY_COLUMNS]
-        parts += ["<h2>Summary</h2>", table(columns, [[row.get(c) for c in columns] for row in report["summary"]])]
+        parts += ["<h2>Summary</h2>", table(list(report["summary"][0]), [formatted_cells(row) for row in report["summary"]])]
     parts += [set_section(name, r) for name, r in report.get("datasets", {}).items()]
     if report.get("emotional_set", {}).get("plot"):
         parts += ["<h2>Emotional set per system</h2>", image(report["emotional_set"]["plot"], "EER per emotion")]
@@ -113,11 +107,10 @@ def write_comparison_html(result: dict, path: Path, picture: Path) -> None:
     """``compare.py``'s page: the figures of every model per set, the paired tests, the chart."""
     models = result["models"]
     parts = [f"<p>Baseline: {html.escape(result['baseline'])}. Figures are mean ± sd over seeds; FRR and FAR at "
-             "each run's fixed threshold (@thr).</p>"]
+             "each run's fixed threshold (@thr); (n=k): only k of the model's seeds define the figure.</p>"]
     for topic, names in figure_tables(result).items():
-        rows = [[label, len(entry["runs"])] + [
-            f"{entry['summary'][n]['mean']:.2f} ± {entry['summary'][n]['sd']:.2f}" if n in entry["summary"] else None
-            for n in names] for label, entry in models.items()]
+        rows = [[label, len(entry["runs"])] + [summary_cell(entry["summary"], n, len(entry["runs"])) for n in names]
+                for label, entry in models.items()]
         parts += [f"<h2>{html.escape(topic)}</h2>", table(["model", "seeds", *names], rows)]
     gaps = [[label, title, gap["gap"], f"[{gap['ci95'][0]:+.2f}, {gap['ci95'][1]:+.2f}]", gap["share_at_or_below_zero"],
              gap["n_seeds"]] for label, entry in models.items() for title, gap in entry.get("arousal_frr_gap", {}).items()]

@@ -269,11 +269,16 @@ def compare(groups: dict[str, list[Run]], n_boot: int = 1000) -> dict:
     return result
 
 
-def _cell(summary: dict, name: str, digits: int) -> str:
+def summary_cell(summary: dict, name: str, n_runs: int) -> str | None:
+    """'mean ± sd' of a figure over seeds (t-DCF with four decimals, the rest two), with the number
+    of seeds when fewer than the model's runs define it (e.g. a per-emotion FRR a seed could not
+    compute); None when no seed has it."""
     if name not in summary:
-        return "–"
+        return None
     stats = summary[name]
-    return f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f}"
+    digits = 4 if "t-DCF" in name else 2
+    text = f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f}"
+    return text if stats["n"] == n_runs else f"{text} (n={stats['n']})"
 
 
 def figure_tables(result: dict) -> dict[str, list[str]]:
@@ -294,13 +299,14 @@ def format_markdown(result: dict) -> str:
     lines = ["# Comparison", "", f"Baseline: {result['baseline']}. Figures are mean ± sd over seeds: EERs, FRR "
              "(bona fide rejected) and FAR (spoofs accepted) in %, FRR and FAR at each run's fixed threshold "
              "(@thr: its dev EER threshold unless another was given), min t-DCF unitless, gaps in percentage "
-             "points (high- minus low-arousal), the arousal FRR ratio high over low."]
+             "points (high- minus low-arousal), the arousal FRR ratio high over low; (n=k): only k of the model's "
+             "seeds define the figure."]
     for topic, names in figure_tables(result).items():
         short = [name[len(topic):].strip() if topic != "dev" else name for name in names]
         lines += ["", f"## {topic}", "", "| model | seeds | " + " | ".join(short) + " |",
                   "|---|---|" + "---|" * len(names)]
         for label, entry in models.items():
-            cells = [_cell(entry["summary"], name, 4 if "t-DCF" in name else 2) for name in names]
+            cells = [summary_cell(entry["summary"], name, len(entry["runs"])) or "–" for name in names]
             lines.append(f"| {label} | {len(entry['runs'])} | " + " | ".join(cells) + " |")
     lines += ["", "## Arousal FRR gap", "", "Each model's seed-mean FRR of high-arousal minus low-arousal bona fide "
               "trials at each run's fixed threshold (points), with its two-level bootstrap 95 % interval and the "

@@ -73,21 +73,22 @@ def summary_row(name: str, report: dict) -> dict:
     return dict(zip((c for c, _ in SUMMARY_COLUMNS), values))
 
 
-def _rate_text(cell: dict | None) -> str:
+def rate_text(cell: dict | None) -> str | None:
+    """An error rate at a threshold: 'rate [95 % CI] (errors/trials)', percent; None when undefined."""
     if cell is None:
-        return "n/a"
+        return None
     low, high = cell["ci95"]
-    return f"{cell['rate']:5.1f} [{low:4.1f},{high:5.1f}] ({cell['errors']}/{cell['n']})"
+    return f"{cell['rate']:.1f} [{low:.1f}, {high:.1f}] ({cell['errors']}/{cell['n']})"
 
 
 def format_operating_point(point: dict) -> str:
     """FRR and FAR at one threshold, pooled and per group, with the arousal contrast."""
     rows = [["group", "FRR % [95 % CI] (rejected/bona fide)", "FAR % [95 % CI] (accepted/spoof)"],
-            ["all", _rate_text(point["pooled"]["frr"]), _rate_text(point["pooled"]["far"])]]
+            ["all", rate_text(point["pooled"]["frr"]) or "n/a", rate_text(point["pooled"]["far"]) or "n/a"]]
     for factor in ("emotion", "arousal", "speaker", *(f for f in point["groups"] if f not in
                                                       ("emotion", "arousal", "speaker", "attack"))):
         for value, cells in point["groups"].get(factor, {}).items():
-            rows.append([f"{factor}={value}", _rate_text(cells["frr"]), _rate_text(cells["far"])])
+            rows.append([f"{factor}={value}", rate_text(cells["frr"]) or "n/a", rate_text(cells["far"]) or "n/a"])
     lines = [f"  at threshold {point['threshold']:.4f} ({point['source']}):"]
     lines += ["  " + line for line in _text_table(rows).splitlines()]
     arousal = point.get("arousal_frr")
@@ -109,12 +110,16 @@ def format_one_class(name: str, report: dict) -> str:
     return f"{head}; accepted as bona fide: {report['acceptance']:.1f} %\n" + format_operating_point(point)
 
 
+def formatted_cells(row: dict, formats: dict[str, str] | None = None) -> list[str | None]:
+    """A row's values as text, each in its column's format (the summary's by default); None stays None."""
+    formats = formats or dict(SUMMARY_COLUMNS)
+    return [None if value is None else formats.get(column, "{}").format(value) for column, value in row.items()]
+
+
 def format_table(rows: list[dict], formats: dict[str, str] | None = None) -> str:
     """Rows of equal keys as an aligned text table; None prints as '-'."""
-    formats = formats or dict(SUMMARY_COLUMNS)
-    columns = list(rows[0])
-    return _text_table([columns] + [["-" if row[c] is None else formats.get(c, "{}").format(row[c]) for c in columns]
-                                     for row in rows])
+    return _text_table([list(rows[0])] + [["-" if v is None else v for v in formatted_cells(row, formats)]
+                                           for row in rows])
 
 
 def _text_table(rows: list[list[str]]) -> str:
@@ -123,7 +128,6 @@ def _text_table(rows: list[list[str]]) -> str:
     lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
-
 
 
 def format_ablations(summary: dict) -> str:

@@ -267,3 +267,18 @@ def test_runs_labelling_a_trial_differently_are_refused_in_one_line(tmp_path):
     second = write_lines(tmp_path / "b.txt", ["U1 A01 spoof 1.0", "U2 A01 spoof -1.0"])
     with pytest.raises(InputValueError, match="U1 is spoof here but bonafide"):
         paired_scores([first, second])
+
+
+def test_a_figure_fewer_seeds_define_shows_its_count_in_markdown_and_html(tmp_path):
+    from emospoof.reports.html import write_comparison_html
+    from emospoof.reports.seed_comparison import format_markdown
+
+    summary = {"LA eval min t-DCF": {"mean": 0.31234, "sd": 0.01, "n": 3},
+               "LA eval FRR@thr angry": {"mean": 20.0, "sd": 5.0, "n": 2}}
+    entry = {"runs": ["a", "b", "c"], "summary": summary, "paired_vs_baseline": {}, "arousal_frr_gap": {}}
+    result = {"baseline": "M", "sets": ["LA eval"], "models": {"M": entry}}
+    markdown = format_markdown(result)
+    assert "0.3123 ± 0.0100 |" in markdown and "20.00 ± 5.00 (n=2)" in markdown
+    write_comparison_html(result, tmp_path / "report.html", tmp_path / "missing.png")
+    page = (tmp_path / "report.html").read_text()
+    assert "0.3123 ± 0.0100<" in page and "20.00 ± 5.00 (n=2)" in page

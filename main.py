@@ -4,6 +4,7 @@
     python main.py --config config/AASIST.conf --eval     # evaluate model_path on every eval set
     python main.py --config config/AASIST.conf --eval --eval_model_weights a.pth b.pth c.pth
     python main.py --config config/AASIST_FiLM_devkit.conf --eval --ablations   # with the emotion ablated
+    python main.py --config config/AASIST-L_emocal_devkit.conf --eval --scores_from RUN_DIR   # re-report, no scoring
     python main.py --resume exp_result/LA_AASIST_ep100_bs24   # continue an interrupted run
     torchrun --standalone --nproc_per_node 4 main.py --config config/AASIST.conf   # 4 GPUs (DDP)
 """
@@ -31,6 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", metavar="T",
                         help="--eval: the fixed threshold at which error rates are counted per group: dev_eer "
                              "(default when the model's dev scores are known), calibrated, or a number")
+    parser.add_argument("--scores_from", metavar="RUN_DIR",
+                        help="--eval: re-report the scores a finished run (or --eval folder) wrote instead of scoring "
+                             "(another threshold, emotion_calibration); dev scores default to RUN_DIR/dev_scores.txt")
     parser.add_argument("--ablations", action="store_true",
                         help="with --eval: evaluate an emotion model with emotion_ablation none, zero, mean and "
                              "shuffle")
@@ -41,9 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("--config is required (or --resume RUN_DIR)")
-    for name in ("ablations", "threshold", "eval_model_weights", "dev_scores"):
+    for name in ("ablations", "threshold", "eval_model_weights", "dev_scores", "scores_from"):
         if getattr(args, name) not in (None, False) and not args.eval:
             parser.error(f"--{name} goes with --eval")
+    if args.scores_from and (args.ablations or args.eval_model_weights):
+        parser.error("--scores_from re-reports one run's scores; --ablations and --eval_model_weights score a model")
+    if args.scores_from and args.dev_scores and len(args.dev_scores) > 1:
+        parser.error("--scores_from: give one --dev_scores file, the run's")
     if args.eval and args.resume:
         parser.error("--resume continues training; evaluate a run with --eval --config RUN_DIR/config.conf "
                      "--eval_model_weights RUN_DIR/weights/final.safetensors")

@@ -31,6 +31,7 @@ from emospoof.cm.emotion_calibrated import calibrate_run, write_calibrated_folde
 from emospoof.cm.emotion_inputs import emotion_inputs
 from emospoof.cm.thresholds import THRESHOLD_KINDS, fixed_threshold
 from emospoof.core.checkpoint import load_weights, write_atomically
+from emospoof.core.config import ConfigError
 from emospoof.core.errors import InputError, InputValueError
 from emospoof.core.labels import BONAFIDE, BONAFIDE_INDEX, SPOOF, key_of
 from emospoof.metrics.asvspoof5 import cm_metrics
@@ -280,6 +281,32 @@ def read_dev_scores(path: Path | None) -> CmScores | None:
     return read_cm_scores(path) if path else None
 
 
+def run_scores(run_dir: Path, sets: list[EvalSet]) -> dict[str, Scores]:
+    """The scores an earlier evaluation (a training run's or ``main.py --eval``'s folder) wrote for
+    each of ``sets``, read from the score files its ``eval_report.json`` names: re-reporting them
+    (another threshold, an emotion calibration) needs no forward pass. A set the folder did not
+    score is an error naming it."""
+    report_path = run_dir / EVAL_REPORT
+    if not report_path.is_file():
+        raise ConfigError(f"--scores_from: {run_dir} has no {EVAL_REPORT} (a finished run or --eval folder)")
+    try:
+        reported = json.loads(report_path.read_text(encoding="utf-8")).get("datasets", {})
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{report_path}: invalid JSON ({err})") from None
+    scores = {}
+    for eval_set in sets:
+        name = reported.get(eval_set.name, {}).get("score_file")
+        if name is None:
+            raise ConfigError(f"--scores_from: {report_path} has no scores of set {eval_set.name!r} "
+                              f"(it has {', '.join(reported) or 'none'})")
+        path = next((p for p in (run_dir / Path(name).name, Path(name)) if p.is_file()), None)
+        if path is None:
+            raise ConfigError(f"--scores_from: {report_path} names {name}, which is missing")
+        found = read_cm_scores(path, both_classes=False)
+        scores[eval_set.name] = dict(zip(found.utt_ids.tolist(), found.scores.tolist()))
+    return scores
+
+
 def evaluate_conditions(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
                         eval_set: EvalSet, skips: SkipReport) -> dict:
     """The track's eval set again under each ``eval_condition`` (a codec, noise, ... applied to
@@ -303,20 +330,24 @@ def evaluate_conditions(model: nn.Module, config: dict, device: torch.device, ru
 
 def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_dir: Path,
                       extra: dict | None = None, dev_scores: Path | None = None,
-                      sets: list[EvalSet] | None = None, conditions: bool = True, threshold: str | None = None) -> dict:
+                      sets: list[EvalSet] | None = None, conditions: bool = True, threshold: str | None = None,
+                      scores: dict[str, Scores] | None = None) -> dict:
     """Score every evaluation set with ``model`` (or only ``sets``), and the track's eval set
     under each ``eval_condition`` unless ``conditions`` is False; write the score files,
     pictures and ``eval_report.json``, print the tables. ``dev_scores``: the model's dev score
     file, to calibrate on and to take the fixed threshold from (``threshold``: see
-    ``emospoof.cm.thresholds.fixed_threshold``)."""
+    ``emospoof.cm.thresholds.fixed_threshold``). ``scores`` (set name -> scores, e.g.
+    :func:`run_scores` of an earlier evaluation) are reported instead of scoring anew."""
     sets = eval_sets(config) if sets is None else sets
     skips = SkipReport(tqdm.write)
     dev = read_dev_scores(dev_scores)
-    run = Run(config["model_config"]["architecture"], _score_sets(model, sets, config, device, skips),
+    run = Run(config["model_config"]["architecture"], scores or _score_sets(model, sets, config, device, skips),
               dev, str(dev_scores) if dev_scores else None, fixed_threshold(threshold, dev, dev_scores))
     report = system_report(run, sets, run_dir, run.label)
     track_set = [s for s in sets if s.name == track_eval_name(config)]
-    if conditions and "eval_condition" in config and track_set:
+    if scores is not None and "eval_condition" in config:
+        tqdm.write("note: eval_condition sets are scored by the model; re-reported scores leave them out")
+    elif conditions and "eval_condition" in config and track_set:
         report["conditions"] = evaluate_conditions(model, config, device, run_dir, track_set[0], skips)
     if "emotion_calibration" in config and conditions:
         try:

@@ -1,11 +1,14 @@
 """Training a countermeasure on ASVspoof 2019 LA, as ``main.py`` runs it.
 
-The recipe follows the AASIST reference: random crops, weighted cross-entropy (0.1 spoof, 0.9
-bona fide), Adam with a per-step cosine schedule, and stochastic weight averaging (Izmailov et
-al., UAI 2018) of every epoch that reaches a new best dev EER. Models are selected on dev only:
-``weights/best.safetensors`` is the epoch with the lowest dev EER, the SWA average
-(``swa.safetensors``) is scored on dev too, and the better of the two becomes
-``final.safetensors``, which is then evaluated (``emospoof.cm.evaluation``).
+The recipe follows the AASIST reference: random crops, class-weighted cross-entropy (config key
+``class_weights``, default ``balanced``: each class weighted by the inverse of its share of the
+training trials, or of the groups a group-balanced sampler draws; ``reference`` is the AASIST
+reference's 0.1 spoof / 0.9 bona fide; with group DRO no class weights, and the key is refused:
+``emospoof.cm.group_robust``), Adam with a per-step cosine schedule, and stochastic weight
+averaging (Izmailov et al., UAI 2018) of every epoch that reaches a new best dev EER. Models are
+selected on dev only: ``weights/best.safetensors`` is the epoch with the lowest dev EER, the SWA
+average (``swa.safetensors``) is scored on dev too, and the better of the two (SWA on a tie)
+becomes ``final.safetensors``, which is then evaluated (``emospoof.cm.evaluation``).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from emospoof.cm.config import load_config, run_name
 from emospoof.cm.data import (check_paths, dev_asv, dev_trials, eval_sets, has_eval_data, resolve_asv_path,
                               track_eval_name, training_trials)
 from emospoof.cm.emotion_inputs import emotion_inputs, fit_emotion_statistics, predicted_emotions
-from emospoof.cm.evaluation import evaluate_checkpoints, evaluate_eval_set, metrics_for
+from emospoof.cm.evaluation import evaluate_checkpoints, evaluate_eval_set, metrics_for, run_scores
 from emospoof.cm.group_robust import GroupDRO, class_weights, group_names
 from emospoof.cm.thresholds import DEV_SCORES
 from emospoof.core.checkpoint import (LEGACY_SUFFIX, WEIGHTS_SUFFIX, load_checkpoint, load_weights, read_state,
@@ -336,6 +339,12 @@ def run_on(args: argparse.Namespace, device: torch.device) -> None:
         run_dir = Path(args.output_dir) / run_name(args.config, config, args.comment)
         distributed.on_main(lambda: run_dir.mkdir(parents=True, exist_ok=True))
         output_dir = distributed.output_dir(run_dir)
+        if args.scores_from:
+            source = Path(args.scores_from)
+            dev = Path(args.dev_scores[0]) if args.dev_scores else source / DEV_SCORES
+            evaluate_eval_set(model, config, device, output_dir, dev_scores=dev if dev.is_file() else None,
+                              threshold=args.threshold, scores=run_scores(source, eval_sets(config)))
+            return
         weights = [Path(w) for w in args.eval_model_weights or [config["model_path"]]]
         dev_scores = eval_dev_scores(weights, args.dev_scores)
         if len(weights) > 1:

@@ -152,3 +152,27 @@ def test_a_failed_emotion_calibration_leaves_the_report_whole(tmp_path, evaluate
     assert "arousal/valence" in report["emotion_calibrated"]["error"]
     assert report["datasets"]["genuine"]["operating_points"]["fixed"]["pooled"]["frr"]["n"] == 8
     assert "warning: emotion_calibration not done" in capsys.readouterr().out
+
+
+def test_scores_from_re_reports_a_runs_scores_without_scoring(tmp_path, evaluated, capsys):
+    """--scores_from reads the score files an evaluation wrote (here altered by hand, which a new
+    forward pass would undo) and reports them at another threshold; a set the folder lacks is one line."""
+    config, dev = evaluated
+    main_module.main(["--config", str(config), "--eval", "--dev_scores", str(dev), "--output_dir", str(tmp_path / "ev")])
+    first = next((tmp_path / "ev").iterdir())
+    genuine = first / json.loads((first / "eval_report.json").read_text())["datasets"]["genuine"]["score_file"]
+    genuine = genuine if genuine.is_file() else first / genuine.name
+    rows = [line.split() for line in genuine.read_text().splitlines()]
+    genuine.write_text("".join(f"{u} {a} {k} {0.5 if i % 2 else -0.5}\n" for i, (u, a, k, _) in enumerate(rows)))
+    main_module.main(["--config", str(config), "--eval", "--scores_from", str(first), "--threshold", "0",
+                      "--output_dir", str(tmp_path / "again")])
+    report = json.loads((next((tmp_path / "again").iterdir()) / "eval_report.json").read_text())
+    frr = report["datasets"]["genuine"]["operating_points"]["fixed"]["pooled"]["frr"]
+    assert frr["n"] == 8 and frr["errors"] == 4
+    settings = json.loads(config.read_text())
+    settings["eval_datasets"].append({"name": "other", "format": "ravdess", "path": str(tmp_path / "ravdess")})
+    config.write_text(json.dumps(settings))
+    with pytest.raises(SystemExit):
+        main_module.main(["--config", str(config), "--eval", "--scores_from", str(first), "--output_dir",
+                          str(tmp_path / "third")])
+    assert "has no scores of set 'other'" in capsys.readouterr().err

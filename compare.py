@@ -6,7 +6,8 @@
 Run folders of the same config are seeds of one model; the first model is the baseline. With
 ``--train`` the runs of each config and seed 1..N are trained first with main.py (finished runs are
 reused, interrupted ones resumed) and compared in config order. Writes comparison.md,
-comparison.json and comparison.png to --output_dir.
+comparison.json, comparison.png and report.html (the tables and the picture in one
+self-contained page) to --output_dir.
 """
 from __future__ import annotations
 

@@ -14,16 +14,17 @@ and out over 5 ms (as the trimmer's cuts do), so the audio itself is kept sample
 only scaled. The floor's level does not follow the gain: it is the recording's background,
 at its own absolute level.
 
-**Where in training, and the crop length.** The training dataset crops first and then augments
-(``data_utils.TrialDataset``); padding the crop would make it longer than ``nb_samp``, and the
-dataset keeps its first ``nb_samp`` samples, so trailing silence would never be seen and the
-speech would be cut at the crop's end. Cutting the padded crop back at a random offset keeps the
-length, but joins silence to whatever part of a word the crop happened to begin or end in and,
-with a 1-s crop and up to 1 s of silence on a side, would leave crops without speech. The step
-is therefore an utterance-level step (``emospoof.augment.pipeline.UTTERANCE_STEPS``): in
-training it runs on the whole utterance before the random crop, which then has ``nb_samp``
-samples by construction. Silence joins the utterance where a recording's own silence would, at
-its start and its end, and the share of training crops that show silence is the share of
+**Where in training, and the crop length.** In training the silence is padded first and the
+crop cut after (``data_utils.TrialDataset``): this step is an utterance-level step
+(``emospoof.augment.pipeline.UTTERANCE_STEPS``) that runs on the whole utterance, the random
+``nb_samp`` crop is cut from the padded result (so it has ``nb_samp`` samples by construction),
+and only the other steps run on the crop. Padding the crop instead would make it longer than
+``nb_samp``, and the dataset would keep its first ``nb_samp`` samples, so trailing silence would
+never be seen and the speech would be cut at the crop's end; cutting the padded crop back at a
+random offset would keep the length, but join silence to whatever part of a word the crop
+happened to begin or end in and, with a 1-s crop and up to 1 s of silence on a side, leave crops
+without speech. Padded first, silence joins the utterance where a recording's own silence would,
+at its start and its end, and the share of training crops that show silence is the share of
 windows that do when an untrimmed recording is scored (``eval_mode`` ``full``): the crops are
 like the windows the countermeasure will see. In evaluation conditions (``eval_condition``) the
 whole utterance is augmented anyway and comes out longer, as an untrimmed recording is.

@@ -30,7 +30,7 @@ TOP_LEVEL_KEYS = {
 } | TRAINING_KEYS
 REQUIRED_KEYS = ("batch_size", "num_epochs", "model_config", "optim_config")
 BOOLEAN_KEYS = ("eval_all_best", "cudnn_deterministic_toggle", "cudnn_benchmark_toggle", "freq_aug", "swa")
-LOSSES = ("CCE",)  # weighted cross-entropy (0.1 spoof, 0.9 bona fide), the reference's loss
+LOSSES = ("CCE",)  # class-weighted cross-entropy; weights from class_weights (emospoof.cm.group_robust)
 # The ASVspoof tracks, as shorthands for their data: the dataset format read at database_path for
 # training, dev and the track's own eval set. ASVspoof 2021 has no training data of its own:
 # both its LA and DF tasks train and select on ASVspoof 2019 LA, and DF is judged on the 2021 DF

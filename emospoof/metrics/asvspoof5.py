@@ -92,7 +92,11 @@ def bayes_threshold() -> float:
 
 def act_dcf(bonafide: npt.ArrayLike, spoof: npt.ArrayLike) -> float:
     """Normalised DCF at the Bayes threshold, i.e. reading the scores as log-likelihood ratios:
-    it equals min DCF only for well-calibrated scores."""
+    it equals min DCF only for well-calibrated scores. This is the ASVspoof 5 definition as the
+    official package's ``compute_actDCF`` computes it (threshold -log(beta), bona fide below it
+    missed, spoofs at or above it accepted, normalised by min(C_fa P_spoof, C_miss (1 - P_spoof)),
+    the same normaliser as ``min_dcf``), so on the same scores it gives the official figure. It is
+    never below ``min_dcf``, which minimises the same cost over every threshold, this one included."""
     bona = as_scores(bonafide, "bona fide")
     spf = as_scores(spoof, "spoof")
     threshold = bayes_threshold()

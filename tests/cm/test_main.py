@@ -75,10 +75,11 @@ def test_options_that_need_another_are_refused(arguments, expected, capsys):
     assert stop.value.code == 2 and expected in capsys.readouterr().err
 
 
-def test_reference_configs_validate():
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.conf")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
     from emospoof.cm.config import load_config
-    for name in ("AASIST.conf", "AASIST-L.conf", "AASIST-L_devkit.conf", "AASIST_DF.conf"):
-        load_config(REPO / "config" / name)
+    from emospoof.ser.config import load_ser_config
+    (load_ser_config if path.name.startswith("SER_") else load_config)(path)
 
 
 def test_train_then_resume_matches_uninterrupted_run(tmp_path, tiny_la, monkeypatch):

@@ -9,7 +9,7 @@ import base64
 import html
 from pathlib import Path
 
-from emospoof.reports.seed_comparison import figure_tables, summary_cell
+from emospoof.reports.seed_comparison import GAP_HEADER, TEST_HEADER, figure_tables, gap_rows, summary_cell, test_rows
 from emospoof.reports.tables import formatted_cells, rate_text
 
 STYLE = """
@@ -112,16 +112,9 @@ def write_comparison_html(result: dict, path: Path, picture: Path) -> None:
         rows = [[label, len(entry["runs"])] + [summary_cell(entry["summary"], n, len(entry["runs"])) for n in names]
                 for label, entry in models.items()]
         parts += [f"<h2>{html.escape(topic)}</h2>", table(["model", "seeds", *names], rows)]
-    gaps = [[label, title, gap["gap"], f"[{gap['ci95'][0]:+.2f}, {gap['ci95'][1]:+.2f}]", gap["share_at_or_below_zero"],
-             gap["n_seeds"]] for label, entry in models.items() for title, gap in entry.get("arousal_frr_gap", {}).items()]
-    if gaps:
+    if any(entry.get("arousal_frr_gap") for entry in models.values()):
         parts += ["<h2>Arousal FRR gap: high- minus low-arousal genuine speech rejected at the fixed threshold</h2>",
-                  table(["model", "set", "gap (points)", "95 % interval (seeds, then trials)", "share <= 0", "seeds"],
-                        gaps)]
-    tests = [[label, name, test["difference"], f"[{test['ci95'][0]:+.2f}, {test['ci95'][1]:+.2f}]",
-              f"{test['p_value']:.3g}", f"{test['n_seeds'][0]} vs {test['n_seeds'][1]}"]
-             for label, entry in models.items() for name, test in entry["paired_vs_baseline"].items()]
-    parts += ["<h2>Paired tests against the baseline (seeds, then trials)</h2>",
-              table(["model", "set: figure", "difference (points)", "95 % interval", "p", "seeds"], tests),
+                  table(GAP_HEADER, gap_rows(result))]
+    parts += ["<h2>Paired tests against the baseline (seeds, then trials)</h2>", table(TEST_HEADER, test_rows(result)),
               image(picture, "comparison")]
     path.write_text(page("Comparison", "".join(parts)), encoding="utf-8")

@@ -293,6 +293,36 @@ def figure_tables(result: dict) -> dict[str, list[str]]:
     return tables
 
 
+GAP_HEADER = ["model", "set", "gap (points)", "95 % interval (seeds, then trials)", "share <= 0", "seeds",
+              "bona fide high + low"]
+TEST_HEADER = ["model", "set: figure", "difference (points)", "95 % interval", "p", "seeds", "trials"]
+
+
+def _interval(bounds: list[float]) -> str:
+    return f"[{bounds[0]:+.2f}, {bounds[1]:+.2f}]"
+
+
+def gap_rows(result: dict) -> list[list[str]]:
+    """The arousal FRR gap of every model and set, as table rows (GAP_HEADER)."""
+    return [[label, title, f"{gap['gap']:+.2f}", _interval(gap["ci95"]), f"{gap['share_at_or_below_zero']:.3f}",
+             str(gap["n_seeds"]), f"{gap['n_first']} + {gap['n_second']}"]
+            for label, entry in result["models"].items() for title, gap in entry["arousal_frr_gap"].items()]
+
+
+def test_rows(result: dict) -> list[list[str]]:
+    """Every paired test against the baseline, as table rows (TEST_HEADER)."""
+    return [[label, title, f"{test['difference']:+.2f}", _interval(test["ci95"]), f"{test['p_value']:.3g}",
+             f"{test['n_seeds'][0]} vs {test['n_seeds'][1]}",
+             f"{test['n_bonafide']} bona fide" if test["statistic"] == "frr"
+             else f"{test['n_bonafide']} + {test['n_spoof']}"]
+            for label, entry in result["models"].items() for title, test in entry["paired_vs_baseline"].items()]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(row) + " |"
+                                                                           for row in rows]
+
+
 def format_markdown(result: dict) -> str:
     """comparison.md: per set, a table of figures (mean ± sd over seeds); then the paired tests."""
     models = result["models"]
@@ -303,32 +333,15 @@ def format_markdown(result: dict) -> str:
              "seeds define the figure."]
     for topic, names in figure_tables(result).items():
         short = [name[len(topic):].strip() if topic != "dev" else name for name in names]
-        lines += ["", f"## {topic}", "", "| model | seeds | " + " | ".join(short) + " |",
-                  "|---|---|" + "---|" * len(names)]
-        for label, entry in models.items():
-            cells = [summary_cell(entry["summary"], name, len(entry["runs"])) or "–" for name in names]
-            lines.append(f"| {label} | {len(entry['runs'])} | " + " | ".join(cells) + " |")
+        rows = [[label, str(len(entry["runs"]))] + [summary_cell(entry["summary"], name, len(entry["runs"])) or "–"
+                                                    for name in names] for label, entry in models.items()]
+        lines += ["", f"## {topic}", "", *markdown_table(["model", "seeds", *short], rows)]
     lines += ["", "## Arousal FRR gap", "", "Each model's seed-mean FRR of high-arousal minus low-arousal bona fide "
               "trials at each run's fixed threshold (points), with its two-level bootstrap 95 % interval and the "
-              "share of replicates at or below zero:", "",
-              "| model | set | gap (points) | 95 % interval | share <= 0 | seeds | bona fide high + low |",
-              "|---|---|---|---|---|---|---|"]
-    for label, entry in models.items():
-        for title, gap in entry["arousal_frr_gap"].items():
-            lines.append(f"| {label} | {title} | {gap['gap']:+.2f} | [{gap['ci95'][0]:+.2f}, {gap['ci95'][1]:+.2f}] | "
-                         f"{gap['share_at_or_below_zero']:.3f} | {gap['n_seeds']} | {gap['n_first']} + {gap['n_second']} |")
+              "share of replicates at or below zero:", "", *markdown_table(GAP_HEADER, gap_rows(result))]
     lines += ["", "## Paired tests against the baseline", "",
               "Difference of seed means, model minus baseline, with its two-level bootstrap 95 % interval "
-              "(seeds, then trials):", "",
-              "| model | set: figure | difference (points) | 95 % interval | p | seeds | trials |",
-              "|---|---|---|---|---|---|---|"]
-    for label, entry in models.items():
-        for title, test in entry["paired_vs_baseline"].items():
-            trials = (f"{test['n_bonafide']} bona fide" if test["statistic"] == "frr"
-                      else f"{test['n_bonafide']} + {test['n_spoof']}")
-            lines.append(f"| {label} | {title} | {test['difference']:+.2f} | [{test['ci95'][0]:+.2f}, "
-                         f"{test['ci95'][1]:+.2f}] | {test['p_value']:.3g} | {test['n_seeds'][0]} vs "
-                         f"{test['n_seeds'][1]} | {trials} |")
+              "(seeds, then trials):", "", *markdown_table(TEST_HEADER, test_rows(result))]
     return "\n".join(lines) + "\n"
 
 

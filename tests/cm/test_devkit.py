@@ -4,8 +4,10 @@ The devkit (../shared/data/devkit/LA) pits real RAVDESS/LibriSpeech speech again
 engines and vocoders in the ASVspoof 2019 LA layout. Training AASIST from scratch needs far more
 steps than a CPU test can afford (measured here: still ~40-50 % dev EER after ~100 steps), so the
 shipped devkit config fine-tunes the official AASIST-L weights with 1-second crops. One epoch of
-that (29 steps) must (a) lower the dev EER clearly below what the same weights give before
-training, and (b) end clearly below chance.
+that over every other training trial (236 of 472) in batches of 8 -- the config's 29 steps at half
+its cost (measured under load: dev EER 15.3 % at the test's seed, 17.1 % at seed 1; the whole
+split in batches of 16: 17.6 %) -- must (a) lower the dev EER clearly below what the same weights
+give before training, and (b) end clearly below chance.
 
 Dev is scored over back-to-back 1-s windows (345 windows; the config's half-overlapping ones are
 497, for the same EER after training: 17.64 % both ways), and the run has no eval split, so
@@ -36,12 +38,18 @@ MIN_IMPROVEMENT = 5.0
 
 
 def devkit_without_eval(shared_dir: Path, root: Path) -> Path:
-    """The devkit's LA layout without its eval split (links to the rest)."""
+    """The devkit's LA layout without its eval split and with every other training trial (links
+    to the audio and the dev protocol)."""
     devkit = shared_dir / "data/devkit/LA"
     root.mkdir()
-    for name in ("ASVspoof2019_LA_train", "ASVspoof2019_LA_dev", "ASVspoof2019_LA_cm_protocols",
-                 "ASVspoof2019_LA_asv_scores"):
+    for name in ("ASVspoof2019_LA_train", "ASVspoof2019_LA_dev", "ASVspoof2019_LA_asv_scores"):
         (root / name).symlink_to(devkit / name)
+    protocols = root / "ASVspoof2019_LA_cm_protocols"
+    protocols.mkdir()
+    dev, train = "ASVspoof2019.LA.cm.dev.trl.txt", "ASVspoof2019.LA.cm.train.trn.txt"
+    (protocols / dev).symlink_to(devkit / "ASVspoof2019_LA_cm_protocols" / dev)
+    trials = (devkit / "ASVspoof2019_LA_cm_protocols" / train).read_text().splitlines()
+    (protocols / train).write_text("\n".join(trials[::2]) + "\n")
     return root
 
 
@@ -53,7 +61,7 @@ def test_short_devkit_run_learns(shared_dir, tmp_path):
     config.update(database_path=str(devkit_without_eval(shared_dir, tmp_path / "LA")),
                   emotion_labels=str(shared_dir / "data/devkit/meta.tsv"),
                   init_weights=str(shared_dir / "reference/weights/AASIST-L.pth"),
-                  num_epochs=1, swa=False, eval_hop=config["model_config"]["nb_samp"])
+                  num_epochs=1, swa=False, eval_hop=config["model_config"]["nb_samp"], batch_size=8)
     config_path = tmp_path / "devkit.conf"
     config_path.write_text(json.dumps(config))
 

@@ -131,9 +131,58 @@ def stop_after_first_checkpoint(monkeypatch, entry, args: list) -> None:
 
 
 def run_script(script: str, *args, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run one of the project's entry points (e.g. ``main.py``) in a fresh interpreter."""
+    """Run one of the project's entry points (e.g. ``main.py``) in a fresh interpreter. That costs
+    about 3 s of CPU where the script imports torch (main.py; evaluation.py, which does not, about
+    0.3 s): keep it for what only a process shows (its exit code through ``if __name__ ==
+    "__main__"``, a traceback, environment variables); ``run_main`` runs ``main(argv)`` in this
+    process for what a command computes, prints or writes."""
     return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def run_main(capsys, monkeypatch, single_thread):
+    """``run_main(entry.main, *args)`` runs an entry point's ``main(argv)`` in this process as
+    ``run_script`` runs the script in a fresh interpreter, without the imports: from the repository
+    folder, with the script in ``sys.argv[0]`` (argparse names it in usage and errors) and the help
+    width of output to a pipe (80 columns). Returns a ``subprocess.CompletedProcess`` with the exit
+    code (main's return value, as ``sys.exit(main())`` makes it, or the code of the SystemExit it
+    raises; 0 for None) and what it printed to stdout and stderr (tqdm's bars go to stderr,
+    ``tqdm.write`` to stdout). Any other exception propagates: a process would print its traceback
+    and exit with code 1.
+
+    What a run changes for the whole process is put back after the test: the working folder,
+    ``sys.argv`` and the environment (monkeypatch), torch's thread count (``single_thread``: one
+    thread meanwhile), the cuDNN and TF32 switches (``seed_everything``, ``set_tf32``) and the
+    torch, numpy and ``random`` generators (a run seeds them)."""
+    import random
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("COLUMNS", "80")
+    switches = [(torch.backends.cudnn, "deterministic"), (torch.backends.cudnn, "benchmark"),
+                (torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+    before = [getattr(owner, name) for owner, name in switches]
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+    def run(main, *args) -> subprocess.CompletedProcess:
+        argv = [str(arg) for arg in args]
+        monkeypatch.setattr(sys, "argv", [str(REPO / f"{main.__module__.replace('.', '/')}.py"), *argv])
+        capsys.readouterr()  # what the test printed before is not the command's
+        try:
+            code = main(argv)
+        except SystemExit as stop:
+            code = stop.code
+        out, err = capsys.readouterr()
+        if isinstance(code, str):  # sys.exit("message"): the message on stderr, exit code 1
+            err, code = err + code + "\n", 1
+        return subprocess.CompletedProcess(list(sys.argv), code or 0, out, err)
+
+    yield run
+    for (owner, name), value in zip(switches, before):
+        setattr(owner, name, value)
+    torch.set_rng_state(states[0])
+    np.random.set_state(states[1])
+    random.setstate(states[2])
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

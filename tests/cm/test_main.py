@@ -14,6 +14,8 @@ from tests.conftest import REPO, TINY_MODEL, make_config, run_script, safetensor
 
 
 def run_cli(*args, cwd=REPO):
+    """main.py in a fresh interpreter (about 3 s of CPU for the imports): only for what a process
+    shows; ``run_main(main_module.main, ...)`` runs it in this process for what it prints and writes."""
     return run_script("main.py", *args, cwd=cwd)
 
 
@@ -47,8 +49,8 @@ def run_cli(*args, cwd=REPO):
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_la, capsys, mutate, expected):
     """In this process: a fresh interpreter per case cost about 3 s of imports, 19 times (57 s
-    against 4 s, measured); the tests below run main.py as a process (one line on stderr, exit
-    code 2 there too)."""
+    against 4 s, measured); test_eval_all_best_without_eval_data_is_one_line runs main.py as a
+    process (one line on stderr, exit code 2 there too)."""
     config = json.loads(make_config(tmp_path, tiny_la).read_text())
     mutate(config)
     path = tmp_path / "bad.conf"
@@ -113,21 +115,21 @@ def test_train_then_resume_matches_uninterrupted_run(tmp_path, tiny_la, monkeypa
     assert (full / "eval_scores.txt").read_text() == (split / "eval_scores.txt").read_text()
 
 
-def test_refuses_to_overwrite_a_run(tmp_path, tiny_la):
+def test_refuses_to_overwrite_a_run(tmp_path, tiny_la, run_main):
     config = make_config(tmp_path, tiny_la, num_epochs=1)
-    assert run_cli("--config", str(config), "--output_dir", str(tmp_path / "o")).returncode == 0
-    again = run_cli("--config", str(config), "--output_dir", str(tmp_path / "o"))
+    assert run_main(main_module.main, "--config", str(config), "--output_dir", str(tmp_path / "o")).returncode == 0
+    again = run_main(main_module.main, "--config", str(config), "--output_dir", str(tmp_path / "o"))
     assert again.returncode == 2 and "Traceback" not in again.stderr
     lines = again.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--resume" in lines[0], again.stderr
 
 
-def test_eval_mode_writes_scores_and_report(tmp_path, tiny_la):
+def test_eval_mode_writes_scores_and_report(tmp_path, tiny_la, run_main):
     from models import build_model
     weights = tmp_path / "w.pth"
     torch.save(build_model(TINY_MODEL).state_dict(), weights)
     config = make_config(tmp_path, tiny_la, model_path=str(weights), eval_mode="full")
-    result = run_cli("--config", str(config), "--eval", "--output_dir", str(tmp_path / "ev"))
+    result = run_main(main_module.main, "--config", str(config), "--eval", "--output_dir", str(tmp_path / "ev"))
     assert result.returncode == 0, result.stderr
     assert "EER" in result.stdout and "A01" in result.stdout
     run_dir = next((tmp_path / "ev").iterdir())
@@ -137,15 +139,17 @@ def test_eval_mode_writes_scores_and_report(tmp_path, tiny_la):
     assert all(len(line.split()) == 4 for line in lines)
 
     bad = make_config(tmp_path, tiny_la, "bad.conf", model_path=str(tmp_path / "missing.pth"))
-    result = run_cli("--config", str(bad), "--eval", "--output_dir", str(tmp_path / "ev"))
+    result = run_main(main_module.main, "--config", str(bad), "--eval", "--output_dir", str(tmp_path / "ev"))
     assert result.returncode == 2 and "missing.pth" in result.stderr
 
     torch.save({"unrelated": torch.zeros(1)}, weights)
-    result = run_cli("--config", str(config), "--eval", "--output_dir", str(tmp_path / "ev"))
+    result = run_main(main_module.main, "--config", str(config), "--eval", "--output_dir", str(tmp_path / "ev"))
     assert result.returncode == 2 and "unexpected keys" in result.stderr
 
 
 def test_eval_all_best_without_eval_data_is_one_line(tmp_path, tiny_la):
+    """As a process (main.py's one kept: its ``if __name__ == "__main__"`` path, and an input error
+    as the user sees it: exit code 2 from the process, one line on stderr, no traceback)."""
     shutil.rmtree(tiny_la / "ASVspoof2019_LA_eval")
     config = make_config(tmp_path, tiny_la, eval_all_best="True")
     result = run_cli("--config", str(config), "--output_dir", str(tmp_path / "out"))
@@ -154,17 +158,17 @@ def test_eval_all_best_without_eval_data_is_one_line(tmp_path, tiny_la):
     assert len(lines) == 1 and "'eval_all_best'" in lines[0] and "ASVspoof2019_LA_eval" in lines[0], result.stderr
 
 
-def test_resume_from_a_truncated_checkpoint_continues_from_the_previous_one(tmp_path, tiny_la):
+def test_resume_from_a_truncated_checkpoint_continues_from_the_previous_one(tmp_path, tiny_la, run_main):
     config = make_config(tmp_path, tiny_la)
-    assert run_cli("--config", str(config), "--output_dir", str(tmp_path / "full")).returncode == 0
+    assert run_main(main_module.main, "--config", str(config), "--output_dir", str(tmp_path / "full")).returncode == 0
     full = next((tmp_path / "full").iterdir())
-    assert run_cli("--config", str(config), "--output_dir", str(tmp_path / "torn")).returncode == 0
+    assert run_main(main_module.main, "--config", str(config), "--output_dir", str(tmp_path / "torn")).returncode == 0
     torn = next((tmp_path / "torn").iterdir())
     assert torch.load(torn / "checkpoint.prev.pth", weights_only=True)["epoch"] == 1
     checkpoint = torn / "checkpoint.pth"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # as a full disk or a kill mid-write would leave it
 
-    result = run_cli("--resume", str(torn))
+    result = run_main(main_module.main, "--resume", str(torn))
     assert result.returncode == 0, result.stderr
     warning = [line for line in (result.stdout + result.stderr).splitlines() if "corrupt" in line]
     assert len(warning) == 1 and str(checkpoint) in warning[0] and "checkpoint.prev.pth" in warning[0]
@@ -174,12 +178,12 @@ def test_resume_from_a_truncated_checkpoint_continues_from_the_previous_one(tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_from_a_truncated_only_checkpoint_is_one_line(tmp_path, tiny_la):
+def test_resume_from_a_truncated_only_checkpoint_is_one_line(tmp_path, tiny_la, run_main):
     config = make_config(tmp_path, tiny_la, num_epochs=1)
-    assert run_cli("--config", str(config), "--output_dir", str(tmp_path / "o")).returncode == 0
+    assert run_main(main_module.main, "--config", str(config), "--output_dir", str(tmp_path / "o")).returncode == 0
     run_dir = next((tmp_path / "o").iterdir())
     (run_dir / "checkpoint.pth").write_bytes((run_dir / "checkpoint.pth").read_bytes()[:1000])
-    result = run_cli("--resume", str(run_dir))
+    result = run_main(main_module.main, "--resume", str(run_dir))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{run_dir / 'checkpoint.pth'} is corrupt" in lines[0], result.stderr

@@ -9,11 +9,12 @@ import math
 import numpy as np
 import pytest
 
+import evaluation
 from emospoof.metrics.asvspoof5 import (P_SPOOF, SasvCosts, a_dcf, act_dcf, bayes_threshold, cllr, evaluate_cm_files,
                                         evaluate_sasv_files, min_dcf, t_eer, three_class_curves)
 from emospoof.metrics.asvspoof2019 import compute_det_curve
 from emospoof.metrics.score_files import ScoreFileError
-from tests.conftest import run_script, write_lines
+from tests.conftest import write_lines
 
 REFERENCE = "reference/asvspoof5"
 
@@ -40,16 +41,16 @@ def test_track2_reproduces_the_package(shared_dir):
         assert got[key] == pytest.approx(track2[name], abs=1e-6), key
 
 
-def test_cli_prints_the_reference_json(shared_dir):
+def test_cli_prints_the_reference_json(shared_dir, run_main):
     folder, expected = reference(shared_dir)
-    done = run_script("evaluation.py", "--scores", folder / "cm_scores.tsv", "--keys", folder / "cm_keys.tsv",
-                      "--metrics", "asvspoof5", "--json", timeout=120)
+    done = run_main(evaluation.main, "--scores", folder / "cm_scores.tsv", "--keys", folder / "cm_keys.tsv",
+                    "--metrics", "asvspoof5", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert set(result) == {"min_dcf", "act_dcf", "cllr", "eer"}
     assert result["cllr"] == pytest.approx(expected["track1"]["cllr_bits"], abs=1e-6)
-    done = run_script("evaluation.py", "--sasv", folder / "sasv_scores.tsv", "--sasv-keys", folder / "sasv_keys.tsv",
-                      "--json", timeout=120)
+    done = run_main(evaluation.main, "--sasv", folder / "sasv_scores.tsv", "--sasv-keys", folder / "sasv_keys.tsv",
+                    "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert set(result) == {"a_dcf", "min_tdcf", "t_eer"}
@@ -111,7 +112,7 @@ def test_t_eer_matches_a_plain_scan_with_ties():
         assert t_eer(*asv, *cm) == plain_t_eer(asv, cm)
 
 
-def test_unusable_package_files_are_one_line(tmp_path):
+def test_unusable_package_files_are_one_line(tmp_path, run_main):
     scores = write_lines(tmp_path / "s.tsv", ["filename\tcm-score", "E_1\t0.5", "E_2\tabc"])
     keys = write_lines(tmp_path / "k.tsv", ["filename\tcm-label", "E_1\tbonafide", "E_2\tspoof"])
     with pytest.raises(ScoreFileError, match=r"s.tsv: line 3: cm-score 'abc' is not a number"):
@@ -122,5 +123,5 @@ def test_unusable_package_files_are_one_line(tmp_path):
     write_lines(keys, ["filename\tcm-label", "E_1\tbonafide", "E_3\tgenuine"])
     with pytest.raises(ScoreFileError, match=r"k.tsv: line 3: cm-label 'genuine' is not one of bonafide, spoof"):
         evaluate_cm_files(scores, keys)
-    done = run_script("evaluation.py", "--scores", scores, "--keys", tmp_path / "missing.tsv", "--metrics", "asvspoof5")
+    done = run_main(evaluation.main, "--scores", scores, "--keys", tmp_path / "missing.tsv", "--metrics", "asvspoof5")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "missing.tsv" in done.stderr

@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 
+import evaluation as evaluation_module
 from emospoof.metrics.asvspoof5 import act_dcf, cllr, min_dcf
 from emospoof.metrics.asvspoof2019 import compute_eer
 from emospoof.metrics.calibration import Calibration, fit_calibration
 from emospoof.metrics.fusion import fuse_score_files
 from emospoof.metrics.score_files import read_cm_scores
-from tests.conftest import run_script, write_lines
+from tests.conftest import write_lines
 
 MU = 2.0  # classes N(+MU, 2 MU) and N(-MU, 2 MU): the LLR of a score s is exactly s
 
@@ -75,12 +76,12 @@ def write_score_file(path, scores, is_bonafide, prefix="U"):
                               for i, (s, b) in enumerate(zip(scores, is_bonafide))])
 
 
-def test_calibrate_cli(tmp_path):
+def test_calibrate_cli(tmp_path, run_main):
     rng = np.random.default_rng(4)
     dev = write_score_file(tmp_path / "dev.txt", *(lambda s, b: (4 * s - 2, b))(*calibrated_llrs(rng, 300, 900)))
     evaluation = write_score_file(tmp_path / "eval.txt", *(lambda s, b: (4 * s - 2, b))(*calibrated_llrs(rng, 300, 900)))
     out = tmp_path / "llr.txt"
-    done = run_script("evaluation.py", "--calibrate", dev, "--apply", evaluation, "--output", out, "--json", timeout=120)
+    done = run_main(evaluation_module.main, "--calibrate", dev, "--apply", evaluation, "--output", out, "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["eval"]["after"]["cllr"] < result["eval"]["before"]["cllr"]
@@ -89,11 +90,11 @@ def test_calibrate_cli(tmp_path):
     assert calibrated.utt_ids.tolist() == read_cm_scores(evaluation).utt_ids.tolist()
     assert np.allclose(calibrated.scores, result["dev"]["scale"] * read_cm_scores(evaluation).scores
                        + result["dev"]["offset"], atol=1e-5)
-    done = run_script("evaluation.py", "--calibrate", dev, "--apply", tmp_path / "none.txt", timeout=120)
+    done = run_main(evaluation_module.main, "--calibrate", dev, "--apply", tmp_path / "none.txt")
     assert done.returncode == 2 and "none.txt" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_logistic_fusion_learns_weights_on_dev(tmp_path):
+def test_logistic_fusion_learns_weights_on_dev(tmp_path, run_main):
     """Two runs: one informative, one mostly noise with a large scale. Learned weights beat the
     label-free mean, which lets the noisy run's scale count."""
     rng = np.random.default_rng(5)
@@ -114,8 +115,8 @@ def test_logistic_fusion_learns_weights_on_dev(tmp_path):
     assert eer(learned) <= eer(read_cm_scores(evaluation[0])) + 0.01
     with pytest.raises(ValueError, match="give the dev score files of the 2 runs"):
         fuse_score_files(evaluation, "logistic", tmp_path / "x.txt")
-    done = run_script("evaluation.py", "--fuse", *evaluation, "--method", "logistic", "--fuse-dev", *dev,
-                      "--output", tmp_path / "cli.txt", "--json", timeout=120)
+    done = run_main(evaluation_module.main, "--fuse", *evaluation, "--method", "logistic", "--fuse-dev", *dev,
+                    "--output", tmp_path / "cli.txt", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["eer"] == pytest.approx(100 * eer(learned), abs=1e-4)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ EXPECTED = "reference/metrics_expected.json"
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """evaluation.py in a fresh interpreter (about 0.3 s: it imports no torch): only for what a
+    process shows; the ``run_main`` fixture runs ``evaluation.main`` in this process."""
     return run_script("evaluation.py", *args, timeout=120)
 
 
@@ -50,19 +53,19 @@ def test_in_memory_api_agrees_with_file_api(shared_dir):
     assert from_arrays == evaluate_scores(shared_dir / CM_REFERENCE, shared_dir / ASV_REFERENCE)
 
 
-def test_cli_json_reproduces_reference(shared_dir):
+def test_cli_json_reproduces_reference(shared_dir, run_main):
     expected = json.loads((shared_dir / EXPECTED).read_text())
-    done = run_cli("--scores", shared_dir / CM_REFERENCE,
-                   "--asv-scores", shared_dir / ASV_REFERENCE, "--json")
+    done = run_main(evaluation.main, "--scores", shared_dir / CM_REFERENCE,
+                    "--asv-scores", shared_dir / ASV_REFERENCE, "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)  # exactly one JSON document on stdout
     assert set(result) == {"eer", "min_tdcf", "per_attack"}
     assert_matches_expected(result, expected)
 
 
-def test_cli_table_lists_every_attack(shared_dir):
-    done = run_cli("--scores", shared_dir / CM_REFERENCE,
-                   "--asv-scores", shared_dir / ASV_REFERENCE)
+def test_cli_table_lists_every_attack(shared_dir, run_main):
+    done = run_main(evaluation.main, "--scores", shared_dir / CM_REFERENCE,
+                    "--asv-scores", shared_dir / ASV_REFERENCE)
     assert done.returncode == 0, done.stderr
     expected = json.loads((shared_dir / EXPECTED).read_text())
     assert f"{expected['min_tdcf']:.6f}" in done.stdout
@@ -316,9 +319,9 @@ def small_cm_file(tmp_path: Path) -> Path:
     ])
 
 
-def test_cli_without_asv_scores_reports_eer_only(small_cm_file):
+def test_cli_without_asv_scores_reports_eer_only(small_cm_file, run_main):
     expected = evaluate_scores(small_cm_file)
-    done = run_cli("--scores", small_cm_file, "--json")
+    done = run_main(evaluation.main, "--scores", small_cm_file, "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["min_tdcf"] is None
@@ -326,7 +329,7 @@ def test_cli_without_asv_scores_reports_eer_only(small_cm_file):
     assert result["per_attack"] == pytest.approx(expected["per_attack"])
     assert "needs ASV scores" in done.stderr
 
-    done = run_cli("--scores", small_cm_file)
+    done = run_main(evaluation.main, "--scores", small_cm_file)
     assert done.returncode == 0, done.stderr
     assert f"{expected['eer']:.6f}" in done.stdout and "needs ASV scores" in done.stdout
     assert "A07" in done.stdout and "A08" in done.stdout
@@ -341,10 +344,10 @@ def test_main_returns_exit_code_in_process(small_cm_file, capsys):
     b"U1 - bonafide 1.0\nthis line is garbled\n",
     b"\x89PNG\r\n\x1a\n\xff\xfe binary",
 ])
-def test_cli_garbled_file_gives_one_line_error(tmp_path, content):
+def test_cli_garbled_file_gives_one_line_error(tmp_path, content, run_main):
     path = tmp_path / "garbled.txt"
     path.write_bytes(content)
-    done = run_cli("--scores", path, "--json")
+    done = run_main(evaluation.main, "--scores", path, "--json")
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.splitlines()
@@ -352,9 +355,12 @@ def test_cli_garbled_file_gives_one_line_error(tmp_path, content):
     assert "Traceback" not in done.stderr
 
 
-def test_cli_missing_file_gives_one_line_error(tmp_path, small_cm_file):
+def test_cli_missing_file_gives_one_line_error(tmp_path, small_cm_file, run_main):
+    """The first case as a process (evaluation.py's one kept: ``sys.exit(main())`` under
+    ``if __name__ == "__main__"`` must make the exit code 2 of the process), the second in this one."""
     missing = tmp_path / "nope.txt"
-    for args in (["--scores", missing], ["--scores", small_cm_file, "--asv-scores", missing]):
-        done = run_cli(*args)
+    for args, run in ((["--scores", missing], run_cli),
+                      (["--scores", small_cm_file, "--asv-scores", missing], partial(run_main, evaluation.main))):
+        done = run(*args)
         assert done.returncode == 2
         assert done.stderr.splitlines() == [f"error: {missing}: No such file or directory"]

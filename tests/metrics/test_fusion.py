@@ -12,11 +12,7 @@ from emospoof.metrics.asvspoof2019 import compute_eer
 from emospoof.metrics.fusion import fuse_score_files, fuse_score_matrix
 from emospoof.metrics.score_files import read_cm_scores
 from evaluation import main
-from tests.conftest import run_script, write_lines
-
-
-def run_cli(*args):
-    return run_script("evaluation.py", *args, timeout=120)
+from tests.conftest import write_lines
 
 
 N_PER_CLASS = 2000
@@ -141,10 +137,10 @@ def test_fused_file_may_not_overwrite_an_input(tmp_path, capsys):
     assert "overwrite" in capsys.readouterr().err and paths[0].read_text() == before
 
 
-def test_cli_writes_fused_file_and_reports_runs_and_fusion(tmp_path):
+def test_cli_writes_fused_file_and_reports_runs_and_fusion(tmp_path, run_main):
     paths, _ = noisy_runs(tmp_path)
     output = tmp_path / "fused.txt"
-    done = run_cli("--fuse", *paths, "--method", "softmax-vote", "--output", output, "--json")
+    done = run_main(main, "--fuse", *paths, "--method", "softmax-vote", "--output", output, "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["method"] == "softmax-vote" and report["output"] == str(output)
@@ -152,7 +148,7 @@ def test_cli_writes_fused_file_and_reports_runs_and_fusion(tmp_path):
     assert [r["eer"] for r in report["runs"]] == pytest.approx([file_eer(p) for p in paths])
     assert report["eer"] == pytest.approx(file_eer(output))
     assert set(report["per_attack"]) == set(ATTACKS)
-    table = run_cli("--fuse", *paths, "--output", output)
+    table = run_main(main, "--fuse", *paths, "--output", output)
     assert table.returncode == 0 and "fused (mean)" in table.stdout and "A08" in table.stdout
 
 

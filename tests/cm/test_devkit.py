@@ -16,7 +16,6 @@ emotion, min t-DCF) is checked by tests/models/test_amsdf.py, which scores it an
 """
 import csv
 import json
-from pathlib import Path
 
 import torch
 
@@ -27,7 +26,7 @@ from emospoof.core.checkpoint import load_weights
 from emospoof.corpora.asvspoof import la_trials
 from emospoof.scoring.windows import score_trials
 from models import build_model
-from tests.conftest import REPO
+from tests.conftest import REPO, devkit_half_train
 
 # 40 bona fide and 90 spoof dev trials: the standard error of an EER near 20 % is about
 # sqrt(0.2 * 0.8 / 40) = 6.3 points, so 20 % is more than four standard errors below chance (50 %).
@@ -37,28 +36,12 @@ MAX_DEV_EER = 20.0
 MIN_IMPROVEMENT = 5.0
 
 
-def devkit_without_eval(shared_dir: Path, root: Path) -> Path:
-    """The devkit's LA layout without its eval split and with every other training trial (links
-    to the audio and the dev protocol)."""
-    devkit = shared_dir / "data/devkit/LA"
-    root.mkdir()
-    for name in ("ASVspoof2019_LA_train", "ASVspoof2019_LA_dev", "ASVspoof2019_LA_asv_scores"):
-        (root / name).symlink_to(devkit / name)
-    protocols = root / "ASVspoof2019_LA_cm_protocols"
-    protocols.mkdir()
-    dev, train = "ASVspoof2019.LA.cm.dev.trl.txt", "ASVspoof2019.LA.cm.train.trn.txt"
-    (protocols / dev).symlink_to(devkit / "ASVspoof2019_LA_cm_protocols" / dev)
-    trials = (devkit / "ASVspoof2019_LA_cm_protocols" / train).read_text().splitlines()
-    (protocols / train).write_text("\n".join(trials[::2]) + "\n")
-    return root
-
-
 def test_short_devkit_run_learns(shared_dir, tmp_path):
     config = json.loads((REPO / "config" / "AASIST-L_devkit.conf").read_text())
     config.pop("eval_datasets", None)  # the genuine-speech sets: tests/cm/test_operating_points.py
     for key in ("emo_dataset", "emo_bonafide_system"):
         config.pop(key, None)  # the emotional set has its own tests
-    config.update(database_path=str(devkit_without_eval(shared_dir, tmp_path / "LA")),
+    config.update(database_path=str(devkit_half_train(shared_dir, tmp_path / "LA", with_eval=False)),
                   emotion_labels=str(shared_dir / "data/devkit/meta.tsv"),
                   init_weights=str(shared_dir / "reference/weights/AASIST-L.pth"),
                   num_epochs=1, swa=False, eval_hop=config["model_config"]["nb_samp"], batch_size=8)

@@ -40,6 +40,7 @@ from emospoof.metrics.calibration import calibration_report, fit_calibration
 from emospoof.metrics.fusion import align_runs, fit_fusion, fuse_score_matrix
 from emospoof.metrics.groups import dataset_report, emotion_report, one_class_report
 from emospoof.metrics.score_files import AsvScores, CmScores, read_cm_scores, write_score_file, write_trial_groups
+from emospoof.reports import seed_comparison
 from emospoof.reports.html import write_eval_html
 from emospoof.reports.plots import plot_det, plot_emotion_eer, plot_operating_point, plot_score_histogram
 from emospoof.reports.tables import (format_emotion_cells, format_emotion_table, format_metrics, format_one_class,
@@ -283,25 +284,19 @@ def read_dev_scores(path: Path | None) -> CmScores | None:
 
 def run_scores(run_dir: Path, sets: list[EvalSet]) -> dict[str, Scores]:
     """The scores an earlier evaluation (a training run's or ``main.py --eval``'s folder) wrote for
-    each of ``sets``, read from the score files its ``eval_report.json`` names: re-reporting them
-    (another threshold, an emotion calibration) needs no forward pass. A set the folder did not
-    score is an error naming it."""
+    each of ``sets``, read from the score files its ``eval_report.json`` names (found as
+    ``compare.py`` finds them): re-reporting them (another threshold, an emotion calibration)
+    needs no forward pass. A set the folder did not score is an error naming it."""
     report_path = run_dir / EVAL_REPORT
     if not report_path.is_file():
         raise ConfigError(f"--scores_from: {run_dir} has no {EVAL_REPORT} (a finished run or --eval folder)")
-    try:
-        reported = json.loads(report_path.read_text(encoding="utf-8")).get("datasets", {})
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{report_path}: invalid JSON ({err})") from None
+    earlier = seed_comparison.Run(run_dir, {}, seed_comparison.read_json(report_path), None)
     scores = {}
     for eval_set in sets:
-        name = reported.get(eval_set.name, {}).get("score_file")
-        if name is None:
-            raise ConfigError(f"--scores_from: {report_path} has no scores of set {eval_set.name!r} "
-                              f"(it has {', '.join(reported) or 'none'})")
-        path = next((p for p in (run_dir / Path(name).name, Path(name)) if p.is_file()), None)
+        path = earlier.score_file(eval_set.name)
         if path is None:
-            raise ConfigError(f"--scores_from: {report_path} names {name}, which is missing")
+            raise ConfigError(f"--scores_from: {report_path} has no scores of set {eval_set.name!r} "
+                              f"(it has {', '.join(earlier.sets) or 'none'})")
         found = read_cm_scores(path, both_classes=False)
         scores[eval_set.name] = dict(zip(found.utt_ids.tolist(), found.scores.tolist()))
     return scores
@@ -341,7 +336,8 @@ def evaluate_eval_set(model: nn.Module, config: dict, device: torch.device, run_
     sets = eval_sets(config) if sets is None else sets
     skips = SkipReport(tqdm.write)
     dev = read_dev_scores(dev_scores)
-    run = Run(config["model_config"]["architecture"], scores or _score_sets(model, sets, config, device, skips),
+    scored = scores if scores is not None else _score_sets(model, sets, config, device, skips)
+    run = Run(config["model_config"]["architecture"], scored,
               dev, str(dev_scores) if dev_scores else None, fixed_threshold(threshold, dev, dev_scores))
     report = system_report(run, sets, run_dir, run.label)
     track_set = [s for s in sets if s.name == track_eval_name(config)]

@@ -341,9 +341,9 @@ def run_on(args: argparse.Namespace, device: torch.device) -> None:
         output_dir = distributed.output_dir(run_dir)
         if args.scores_from:
             source = Path(args.scores_from)
-            dev = Path(args.dev_scores[0]) if args.dev_scores else source / DEV_SCORES
-            evaluate_eval_set(model, config, device, output_dir, dev_scores=dev if dev.is_file() else None,
-                              threshold=args.threshold, scores=run_scores(source, eval_sets(config)))
+            dev = eval_dev_scores([source / "weights" / (FINAL + WEIGHTS_SUFFIX)], args.dev_scores)[0]
+            evaluate_eval_set(model, config, device, output_dir, dev_scores=dev, threshold=args.threshold,
+                              scores=run_scores(source, eval_sets(config)))
             return
         weights = [Path(w) for w in args.eval_model_weights or [config["model_path"]]]
         dev_scores = eval_dev_scores(weights, args.dev_scores)

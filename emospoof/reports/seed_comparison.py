@@ -138,7 +138,7 @@ def read_run(path: Path) -> Run:
     if unfinished_training(path):
         raise ConfigError(f"{path}: training not finished (no weights/final.*; its eval_report.json is of an "
                           "epoch's best model, from eval_all_best)")
-    report, config = (_read_json(file) for file in (report_path, path / "config.conf"))
+    report, config = (read_json(file) for file in (report_path, path / "config.conf"))
     return Run(path, config, report, report.get("training", {}).get("seed"))
 
 
@@ -149,7 +149,8 @@ def unfinished_training(path: Path) -> bool:
     return weights.is_dir() and not any(weights.glob("final.*"))
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON file a run wrote; invalid JSON is a ConfigError naming the file."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

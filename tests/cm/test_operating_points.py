@@ -176,3 +176,7 @@ def test_scores_from_re_reports_a_runs_scores_without_scoring(tmp_path, evaluate
         main_module.main(["--config", str(config), "--eval", "--scores_from", str(first), "--output_dir",
                           str(tmp_path / "third")])
     assert "has no scores of set 'other'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main_module.main(["--config", str(config), "--eval", "--scores_from", str(first), "--dev_scores",
+                          str(tmp_path / "missing.txt"), "--output_dir", str(tmp_path / "fourth")])
+    assert "--dev_scores: file not found" in capsys.readouterr().err

@@ -214,6 +214,26 @@ def test_train_runs_missing_seeds_and_reuses_finished_ones(tmp_path, tiny_la, ca
     assert capsys.readouterr().err.count("reusing") == 2
 
 
+def test_parallel_training_logs_each_run_and_reports_every_failure_at_the_end(tmp_path, tiny_la, capsys):
+    """--jobs 2: a config that cannot train (no database) fails both its seeds without stopping the
+    good config's; the error names each failed run and its log, the good runs are finished and reused."""
+    good = make_config(tmp_path, tiny_la, num_epochs=1)
+    broken = make_config(tmp_path, tmp_path / "no_such_database", name="broken.conf", num_epochs=1)
+    args = ["--train", str(good), str(broken), "--seeds", "2", "--jobs", "2", "--runs_dir", str(tmp_path / "runs"),
+            "--output_dir", str(tmp_path / "out"), "--n_boot", "50"]
+    assert compare.main(args) == 2
+    err = capsys.readouterr().err
+    failures = err.splitlines()[-1]
+    assert failures.startswith("error: training failed: ") and failures.count("exit code") == 2
+    for seed in (1, 2):
+        assert f"LA_broken_ep1_bs4_seed{seed} (exit code" in failures
+        assert (tmp_path / f"runs/LA_tiny_ep1_bs4_seed{seed}/eval_report.json").is_file()
+        log = tmp_path / f"runs/logs/LA_broken_ep1_bs4_seed{seed}.log"
+        assert "no_such_database" in log.read_text() and str(log) in failures
+    assert compare.main(args[:2] + args[3:]) == 0
+    assert capsys.readouterr().err.count("reusing") == 2
+
+
 @pytest.mark.parametrize("final", ["swa.safetensors", "swa.pth", "best.safetensors", "best.pth"])
 def test_dev_eer_is_the_final_models_in_new_and_older_runs(tmp_path, final):
     """Runs name their final weights swa.safetensors / best.safetensors, older ones swa.pth / best.pth."""

@@ -35,14 +35,18 @@ train() {  # train CONFIG_NAME SEEDS: that row's runs, through compare.py (which
 train "$baseline" "$best_seeds"
 folders=("$runs/$baseline")
 for row in "${rows[@]}"; do
-    folders+=("$runs/$row")
     if [ "$row" = "$calibrated" ]; then  # no training: each baseline run's scores, calibrated
         for seed in $(seq 1 "$best_seeds"); do
-            [ -f "$runs/$row/LA_${row}_ep4_bs16_seed$seed/eval_report.json" ] && continue
+            system=$runs/$row/LA_${row}_ep4_bs16_seed$seed/emotion_calibrated
+            folders+=("$system")
+            [ -f "$system/eval_report.json" ] && continue
             python main.py --config "config/$row.conf" --eval --comment "seed$seed" --output_dir "$runs/$row" \
                 --scores_from "$runs/$baseline/LA_${baseline}_ep4_bs16_seed$seed"
         done
-    elif [ "$row" = "$best" ]; then
+        continue
+    fi
+    folders+=("$runs/$row")
+    if [ "$row" = "$best" ]; then
         train "$row" "$best_seeds"
     else
         train "$row" "$seeds"

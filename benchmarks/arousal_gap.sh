@@ -11,7 +11,7 @@
 #   ROWS="AASIST-L_silence_devkit AASIST-L_emocal_devkit" the rows besides the baseline (config names;
 #        default all seven, in the section's order)
 # Each row's runs go to RUNS_DIR/<config name>/ (default runs/), its logs to RUNS_DIR/<config name>/logs/
-# when JOBS > 1. On the project's 2-core CPU machine a run takes 18-36 minutes.
+# when JOBS > 1. On the project's 2-core CPU machine a run takes 17-36 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-runs}

@@ -82,7 +82,7 @@ def acrnn_features(wave: torch.Tensor) -> torch.Tensor:
     """
     # Only the samples and frames the kept 300 depend on: delta-deltas of frame t read log-Mel
     # frames up to t + 2 * DELTA_SPAN, so the 103 later frames of the 64 600 samples (and the
-    # zero padding of the last) cannot change them. A third of the work, the same numbers.
+    # zero padding of the last) cannot change them: three quarters of the frames, the same numbers.
     n_frames = ACRNN_FRAMES + 2 * DELTA_SPAN
     n_samples = (n_frames - 1) * FRAME_STEP + FRAME_LENGTH
     x = wave.double()
